@@ -1,0 +1,42 @@
+"""The assistant-turn layout: alignment-free text/audio interleaving (GLM-4-Voice style, DESIGN §1).
+
+An assistant turn alternates `text_chunk` text tokens, `<|begin_of_audio|>`, exactly `audio_chunk` audio tokens,
+`<|end_of_audio|>`, ...; the last text chunk is followed by `<|begin_of_audio_tail|>`, all remaining audio
+(variable length) and `<|end_of_audio_tail|>`. The pack stage builds training documents with it and the
+sampler's tests use it to make realistic rows, so both sides agree on one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model.vocab import TokenSpec
+
+
+def interleave_assistant(text_ids: Sequence[int], audio_ids: Sequence[int], spec: TokenSpec,
+                         text_chunk: int = 13, audio_chunk: int = 26) -> list[int]:
+    """Interleave an answer's text ids and audio ids (vocabulary ids, not raw codes).
+
+    A full audio chunk is placed after a text chunk only while text remains *and* more than one chunk of audio
+    remains; otherwise the rest of the text is written out and every remaining audio token goes to the tail
+    span, so the tail is never empty and every chunk span holds exactly `audio_chunk` tokens.
+    """
+    if text_chunk <= 0 or audio_chunk <= 0:
+        raise ValueError(f"chunk sizes must be positive, got {text_chunk}:{audio_chunk}")
+    if not audio_ids:
+        raise ValueError("an assistant turn needs at least one audio token")
+    text, audio = list(text_ids), list(audio_ids)
+    out: list[int] = []
+    ti = ai = 0
+    while True:
+        chunk = text[ti:ti + text_chunk]
+        out += chunk
+        ti += len(chunk)
+        text_left = ti < len(text)
+        if text_left and len(audio) - ai > audio_chunk:
+            out += [spec.begin_audio_id, *audio[ai:ai + audio_chunk], spec.end_audio_id]
+            ai += audio_chunk
+            continue
+        out += text[ti:]
+        out += [spec.begin_audio_tail_id, *audio[ai:], spec.end_audio_tail_id]
+        return out
