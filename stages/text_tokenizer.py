@@ -16,9 +16,10 @@ consumer calls `load_tokenizer`, which refuses a directory whose `token_spec.jso
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -65,10 +66,11 @@ def train_text_tokenizer(texts: Iterable[str], vocab_size: int, audio_size: int,
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    seen = [0]
-    bpe.train_from_iterator(_counted(texts, seen), trainer=trainer)
-    if seen[0] == 0:
+    stream = iter(texts)
+    first = next(stream, None)
+    if first is None:
         raise ValueError("no training text: the text tokenizer needs at least one sentence")
+    bpe.train_from_iterator(itertools.chain([first], stream), trainer=trainer)
     return _extend_and_save(PreTrainedTokenizerFast(tokenizer_object=bpe), audio_size, out_dir)
 
 
@@ -107,13 +109,6 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[PreTrainedTokenizerFast, 
         diff = {k: (stored[k], actual[k]) for k in stored if stored[k] != actual[k]}
         raise ValueError(f"{path / SPEC_FILE} disagrees with the tokenizer (field: (spec, tokenizer)): {diff}")
     return tokenizer, spec
-
-
-def _counted(texts: Iterable[str], seen: list[int]) -> Iterator[str]:
-    """Pass `texts` through, counting them in `seen[0]` (the trainer gives no count back)."""
-    for text in texts:
-        seen[0] += 1
-        yield text
 
 
 def _missing_qwen_files(src: Path) -> list[str]:
