@@ -51,13 +51,7 @@ def audio_token(code: int) -> str:
 
 
 class _TokenizerLike(Protocol):
-    def convert_tokens_to_ids(self, tokens: Any) -> Any: ...
-
-
-class _ArrayLike(Protocol):
-    def __ge__(self, other: Any) -> Any: ...
-    def __lt__(self, other: Any) -> Any: ...
-    def __eq__(self, other: Any) -> Any: ...  # type: ignore[override]
+    def get_vocab(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -138,11 +132,11 @@ class TokenSpec:
     def from_tokenizer(cls, tokenizer: _TokenizerLike, audio_size: int, vocab_size: int | None = None) -> "TokenSpec":
         """Resolve every id by name; fail clearly if a token is missing or the audio codes are not contiguous."""
         names = list(SPECIAL_TOKENS) + [audio_token(0), audio_token(audio_size - 1)]
-        ids = [tokenizer.convert_tokens_to_ids(n) for n in names]
-        unk = getattr(tokenizer, "unk_token_id", None)
-        missing = [n for n, i in zip(names, ids) if i is None or (unk is not None and i == unk)]
+        vocab = tokenizer.get_vocab()  # not convert_tokens_to_ids: it maps a missing token to unk silently
+        missing = [n for n in names if n not in vocab]
         if missing:
             raise ValueError(f"tokenizer lacks the tokens {missing}; run the tokenizers stage to add them")
+        ids = [int(vocab[n]) for n in names]
         first, last = ids[-2], ids[-1]
         if last - first != audio_size - 1:
             raise ValueError(f"audio tokens are not contiguous: {audio_token(0)}={first}, "
