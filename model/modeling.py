@@ -21,7 +21,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config, Qwen2For
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from model.attention import MaskKind, additive_mask, dense_mask, document_positions, flex_block_mask
-from model.config import ObjectiveConfig, TttConfig, make_config
+from model.config import TttConfig, make_config
+from model.objective import ObjectiveConfig
 from model.vocab import TokenSpec
 
 

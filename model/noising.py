@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from model.attention import MaskKind, segment_ids
-from model.config import ObjectiveConfig
+from model.objective import ObjectiveConfig
 from model.vocab import ROLE_ASSISTANT, ROLE_PAD, TokenSpec
 
 
