@@ -10,7 +10,7 @@ Figure: forward + loss + backward throughput in real (non-padding) tokens per se
 
 Run::
 
-    .venv/bin/python benchmarks/attention.py                       # CPU, tiny preset -> reports/benchmarks/attention.json
+    .venv/bin/python benchmarks/attention.py          # CPU, tiny preset -> reports/benchmarks/attention.json
     python benchmarks/attention.py --device cuda --preset gpu --seq-len 4096 --batch 4
 """
 

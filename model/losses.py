@@ -9,6 +9,8 @@
 Padding and prompt tokens are never in either target set (`model.noising` decides the sets), so they contribute
 zero. An empty part is an exact zero that stays attached to the graph, so `backward()` always works.
 Cross-entropy is computed in float32 on the selected rows only, never on the full [B, L, V] tensor.
+
+Tensor names carry shape suffixes: B batch, L sequence length, V vocabulary, N selected positions.
 """
 
 from __future__ import annotations
