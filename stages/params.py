@@ -18,11 +18,17 @@ from stages.base import BaseParams
 from stages.config import ParamsError, from_mapping, read_yaml
 from stages.fetch import FetchParams
 from stages.synthesize import SynthesizeParams
+from stages.tokenizers import TokenizersParams
+from stages.tokenize import TokenizeParams
+from stages.pack import PackParams
 
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "fetch": FetchParams,
     "synthesize": SynthesizeParams,
+    "tokenizers": TokenizersParams,
+    "tokenize": TokenizeParams,
+    "pack": PackParams,
 }
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "profiles"
