@@ -7,6 +7,7 @@ of every checkpoint: a saved model knows its special ids and which mask it was t
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from transformers import Qwen2Config
@@ -17,11 +18,11 @@ from model.vocab import TokenSpec
 #: Backbone shapes. `tiny` trains on 2 CPU cores in minutes; `gpu` is the Qwen2.5-0.5B shape.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, rope_parameters={"rope_type": "default",
-                 "rope_theta": 10000.0}, rms_norm_eps=1e-6, tie_word_embeddings=True),
+                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
     "gpu": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                num_key_value_heads=2, max_position_embeddings=32768, rope_parameters={"rope_type": "default",
-                "rope_theta": 1000000.0}, rms_norm_eps=1e-6, tie_word_embeddings=True),
+                num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
 }
 
 
@@ -60,6 +61,6 @@ def make_config(preset: str, spec: TokenSpec, objective: ObjectiveConfig | None 
     """A `TttConfig` from a named preset, sized to the spec's vocabulary; `overrides` win over the preset."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    kwargs: dict[str, Any] = {**PRESETS[preset], "vocab_size": spec.vocab_size, "pad_token_id": spec.pad_id,
+    kwargs: dict[str, Any] = {**copy.deepcopy(PRESETS[preset]), "vocab_size": spec.vocab_size, "pad_token_id": spec.pad_id,
                               "eos_token_id": spec.im_end_id, "bos_token_id": None, **overrides}
     return TttConfig(token_spec=spec.to_dict(), objective=(objective or ObjectiveConfig()).to_dict(), **kwargs)
