@@ -143,15 +143,16 @@ def _noise(labels: torch.Tensor, doc_ids: torch.Tensor, eligible: torch.Tensor, 
 
 def prepare_batch(input_ids: torch.Tensor, doc_ids: torch.Tensor, role: torch.Tensor, spec: TokenSpec,
                   cfg: ObjectiveConfig, generator: torch.Generator) -> TrainBatch:
-    """Packed rows -> `TrainBatch` for the configured objective (see the module docstring). Inputs are not modified.
+    """Packed rows -> `TrainBatch` (int64 tensors) for the configured objective (see the module docstring).
 
-    Every random number is drawn up front in a fixed order and shape, so the draw does not depend on which
+    Inputs are not modified; shard dtypes (int32 ids, int8 roles) are accepted. Every random number is drawn up front in a fixed order and shape, so the draw does not depend on which
     branches fire and one generator state gives one batch.
     """
     if not input_ids.shape == doc_ids.shape == role.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids, doc_ids and role must be [B, L] alike, got {input_ids.shape}, "
                          f"{doc_ids.shape}, {role.shape}")
-    labels, doc_ids, role = input_ids.clone(), doc_ids.clone(), role.clone()
+    # Shards store int32 ids/doc ids and int8 roles; work on int64 copies (gather/bincount want int64 indices).
+    labels, doc_ids, role = (t.to(torch.long, copy=True) for t in (input_ids, doc_ids, role))
     B, L = labels.shape
     D = max(_num_docs(doc_ids), 1)
     g = dict(generator=generator, device=generator.device)

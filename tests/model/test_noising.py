@@ -86,6 +86,14 @@ def test_same_generator_state_gives_same_batch() -> None:
     assert not torch.equal(a.input_ids, c.input_ids)
 
 
+def test_shard_dtypes_give_the_same_batch() -> None:
+    rows = batch()
+    narrow = (rows[0].to(torch.int32), rows[1].to(torch.int32), rows[2].to(torch.int8))  # as the pack stage stores
+    a, b = prep(rows, ObjectiveConfig(p_clean=0.0), 2), prep(narrow, ObjectiveConfig(p_clean=0.0), 2)
+    assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("input_ids", "labels", "doc_ids", "role", "noised"))
+    assert b.input_ids.dtype == torch.long
+
+
 def test_inputs_are_not_modified() -> None:
     rows = batch()
     copies = tuple(t.clone() for t in rows)
