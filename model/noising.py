@@ -145,8 +145,9 @@ def prepare_batch(input_ids: torch.Tensor, doc_ids: torch.Tensor, role: torch.Te
                   cfg: ObjectiveConfig, generator: torch.Generator) -> TrainBatch:
     """Packed rows -> `TrainBatch` (int64 tensors) for the configured objective (see the module docstring).
 
-    Inputs are not modified; shard dtypes (int32 ids, int8 roles) are accepted. Every random number is drawn up front in a fixed order and shape, so the draw does not depend on which
-    branches fire and one generator state gives one batch.
+    Inputs are not modified; shard dtypes (int32 ids, int8 roles) are accepted. Every random number is drawn up
+    front in a fixed order and shape, so the draw does not depend on which branches fire and one generator state
+    gives one batch.
     """
     if not input_ids.shape == doc_ids.shape == role.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids, doc_ids and role must be [B, L] alike, got {input_ids.shape}, "
