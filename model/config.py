@@ -61,6 +61,7 @@ def make_config(preset: str, spec: TokenSpec, objective: ObjectiveConfig | None 
     """A `TttConfig` from a named preset, sized to the spec's vocabulary; `overrides` win over the preset."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    kwargs: dict[str, Any] = {**copy.deepcopy(PRESETS[preset]), "vocab_size": spec.vocab_size, "pad_token_id": spec.pad_id,
-                              "eos_token_id": spec.im_end_id, "bos_token_id": None, **overrides}
+    kwargs: dict[str, Any] = {**copy.deepcopy(PRESETS[preset]), "vocab_size": spec.vocab_size,
+                              "pad_token_id": spec.pad_id, "eos_token_id": spec.im_end_id, "bos_token_id": None,
+                              **overrides}
     return TttConfig(token_spec=spec.to_dict(), objective=(objective or ObjectiveConfig()).to_dict(), **kwargs)
