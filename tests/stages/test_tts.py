@@ -29,8 +29,9 @@ AWKWARD = 'She said "don\'t" -- then:\n\t$(rm -rf /) `ls` <b>caf\u00e9</b> \u201
 #: Every real engine voice the tests exercise: each backend's curated voices plus one espeak-ng variant.
 REAL_VOICES = [
     ("espeak-ng", "en-us"),
-    ("espeak-ng", "en-gb"),
-    ("espeak-ng", "en-us+f3"),
+    ("espeak-ng", "en-us+m3"),
+    ("espeak-ng", "en-gb-x-rp"),
+    ("espeak-ng", "en-gb-scotland+f3"),
     ("flite", "slt"),
     ("flite", "kal16"),
     ("flite", "awb"),
