@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flows import runtime
 from prefect import flow
 
@@ -32,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = runtime.stage_parser(__doc__ or "")
     parser.add_argument("--out", default="data/raw", help="output directory for the manifests")
     args = parser.parse_args(argv)
-    base = load_base(args.params)
-    fetch_flow.with_options(tags=runtime.run_tags("fetch", base.profile))(str(Path(args.params)), args.out)
+    runtime.run_stage_flow(fetch_flow, "fetch", args.params, args.out)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,15 @@ def map_with_progress(task, items: list, description: str, **unmapped_kwargs) ->
         for _ in as_completed(futures):
             progress.advance(bar)
     return [f.result() for f in futures]
+
+
+def run_stage_flow(flow, stage: str, params_path: str, *args, task_runner=None):
+    """Run a stage flow tagged with stage, profile and git SHA (optionally on a given task runner)."""
+    from prefect import tags
+
+    from stages.base import load_base
+
+    if task_runner is not None:
+        flow = flow.with_options(task_runner=task_runner)
+    with tags(*run_tags(stage, load_base(params_path).profile)):
+        return flow(params_path, *args)

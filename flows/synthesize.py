@@ -13,7 +13,6 @@ from flows import runtime
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from stages.base import load_base
 from stages.config import load_section
 from stages.synthesize import ShardJob, SynthesizeParams, collect_manifest, load_jobs, summarize, synthesize_shard
 
@@ -42,11 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", default="data/raw", help="fetch output directory")
     parser.add_argument("--out", default="data/audio", help="output directory for shards and manifest")
     args = parser.parse_args(argv)
-    base = load_base(args.params)
     params = load_section(args.params, "synthesize", SynthesizeParams)
     runner = runtime.make_task_runner(params.task_runner, params.max_workers)
-    synthesize_flow.with_options(task_runner=runner, tags=runtime.run_tags("synthesize", base.profile))(
-        args.params, args.raw, args.out)
+    runtime.run_stage_flow(synthesize_flow, "synthesize", args.params, args.raw, args.out, task_runner=runner)
 
 
 if __name__ == "__main__":
