@@ -18,6 +18,7 @@ from stages.base import BaseParams
 from stages.config import ParamsError, from_mapping, read_yaml
 from stages.fetch import FetchParams
 from stages.synthesize import SynthesizeParams
+from stages.validate import ValidateParams
 from stages.tokenizers import TokenizersParams
 from stages.tokenize import TokenizeParams
 from stages.pack import PackParams
@@ -26,6 +27,7 @@ SECTIONS: dict[str, type] = {
     "base": BaseParams,
     "fetch": FetchParams,
     "synthesize": SynthesizeParams,
+    "validate": ValidateParams,
     "tokenizers": TokenizersParams,
     "tokenize": TokenizeParams,
     "pack": PackParams,
