@@ -20,7 +20,8 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,22 @@ class CodecConfig:
         return self.hop_length * self.stack
 
 
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread for the duration (then restore the previous count).
+
+    Used for `fit`: float reductions split across threads can round differently on machines with different core
+    counts, and the fit must give the same codec for a seed everywhere (DVC caches it). Its many small
+    decoder-training ops are also faster without OpenMP barriers on a busy 2-core machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _as_float_pcm(pcm: np.ndarray) -> np.ndarray:
     """1-D float PCM in [-1, 1]; integer PCM (e.g. int16 from a WAV) is scaled by its type's range."""
     x = np.asarray(pcm)
@@ -147,7 +164,7 @@ class AudioCodec:
             raise ValueError(f"config.decoder is {config.decoder!r} but a decoder was {'not ' * (decoder is None)}given")
         self.config = config
         self.centroids_KD = centroids_KD.to(torch.float32)
-        self._decoder = decoder
+        self.decoder = decoder
         self._mel = MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
 
     @property
@@ -197,11 +214,13 @@ class AudioCodec:
         c = torch.as_tensor(np.asarray(codes), dtype=torch.long)
         if c.ndim != 1:
             raise ValueError(f"expected a 1-D code array, got shape {tuple(c.shape)}")
-        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= cfg.codebook_size):
+        if c.numel() == 0:
+            return torch.zeros(0, cfg.n_mels)
+        if int(c.min()) < 0 or int(c.max()) >= cfg.codebook_size:
             raise ValueError(f"codes must lie in [0, {cfg.codebook_size}), got [{int(c.min())}, {int(c.max())}]")
-        if self._decoder is not None:
+        if self.decoder is not None:
             with torch.no_grad():
-                frames_TM = self._decoder(c[None])[0]
+                frames_TM = self.decoder(c[None])[0]
         else:
             frames_TM = self.centroids_KD[c].reshape(-1, cfg.n_mels)
         s = cfg.smoothing
@@ -215,7 +234,7 @@ class AudioCodec:
         frames_TM = self.decode_log_mel(codes)
         if frames_TM.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        pcm = self._mel.griffin_lim(self._mel.magnitude(frames_TM), self.config.griffin_lim_iters)
+        pcm = self._mel.griffin_lim(self._mel.magnitude(frames_TM.numpy()), self.config.griffin_lim_iters)
         return np.clip(pcm, -1.0, 1.0)
 
     # ---- fit / save / load ----------------------------------------------------------------------------------
@@ -224,7 +243,8 @@ class AudioCodec:
     def fit(cls, clips: Iterable[np.ndarray], config: CodecConfig, seed: int) -> AudioCodec:
         """Fit the codebook (and the learned decoder) on 16 kHz mono clips; deterministic for a seed.
 
-        Reads clips only until `config.max_fit_tokens` token vectors are collected.
+        Reads clips only until `config.max_fit_tokens` token vectors are collected; runs single-threaded so the
+        result is the same on every machine.
         """
         mel = MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
         vectors: list[torch.Tensor] = []
@@ -236,14 +256,15 @@ class AudioCodec:
             if total >= config.max_fit_tokens:
                 break
         x_ND = torch.cat(vectors) if vectors else torch.zeros(0, config.stack * config.n_mels)
-        centroids = fit_kmeans(x_ND, config.codebook_size, config.kmeans_iters, seed)
         decoder = None
-        if config.decoder == "learned":
-            codes_N, _ = nearest(x_ND, centroids)
-            decoder = fit_decoder(
-                centroids, config.stack, config.decoder_width, codes_N,
-                x_ND.reshape(-1, config.n_mels), config.decoder_steps, seed,
-            )
+        with _single_threaded():
+            centroids = fit_kmeans(x_ND, config.codebook_size, config.kmeans_iters, seed)
+            if config.decoder == "learned":
+                codes_N, _ = nearest(x_ND, centroids)
+                decoder = fit_decoder(
+                    centroids, config.stack, config.decoder_width, codes_N,
+                    x_ND.reshape(-1, config.n_mels), config.decoder_steps, seed,
+                )
         return cls(config, centroids, decoder)
 
     def save(self, directory: str | Path) -> Path:
@@ -251,9 +272,9 @@ class AudioCodec:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {"centroids": self.centroids_KD.contiguous()}
-        if self._decoder is not None:
+        if self.decoder is not None:
             tensors |= {
-                f"decoder.{k}": v.contiguous() for k, v in self._decoder.state_dict().items() if k != "centroids"
+                f"decoder.{k}": v.contiguous() for k, v in self.decoder.state_dict().items() if k != "centroids"
             }
         tmp = d / f".{WEIGHTS_FILE}.tmp"
         save_file(tensors, str(tmp))
