@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when synthesis output for the same inputs changes, so resumed runs redo stale shards.
 CODE_VERSION = "1"
+#: Tries per clip before it is kept as a failed row.
+RENDER_ATTEMPTS = 3
 
 AUDIO_MANIFEST_SCHEMA = {
     "utt_id": pl.String, "kind": pl.String, "voice": pl.String, "text": pl.String, "split": pl.String,
@@ -167,19 +169,27 @@ def _render_clip(clip: ClipJob, audio_root: str, cosyvoice_dir: str) -> np.ndarr
 
 
 def _encode_clip(clip: ClipJob, audio_root: str, cosyvoice_dir: str) -> tuple[bytes, int, int, int]:
-    """(bytes, sample_rate, channels, n_samples); on failure the raw bytes (or none) with zeros, for validate."""
-    try:
-        pcm = _render_clip(clip, audio_root, cosyvoice_dir)
-        return encode_flac(pcm, SAMPLE_RATE), SAMPLE_RATE, 1, int(pcm.shape[0])
-    except Exception as exc:  # kept, not dropped: validate quarantines it with a named rule
-        log.warning("clip %s (%s) failed: %s", clip.utt_id, clip.voice, exc)
-        raw = b""
-        if clip.kind == "recorded" and clip.audio_path:
-            try:
-                raw = io.resolve_inside(audio_root, clip.audio_path).read_bytes()
-            except (OSError, ValueError):
-                raw = b""
-        return raw, 0, 0, 0
+    """(bytes, sample_rate, channels, n_samples); on failure the raw bytes (or none) with zeros, for validate.
+
+    Engines are retried (`RENDER_ATTEMPTS`): a TTS subprocess can time out on a loaded machine, and a shard
+    marked done is never redone, so a transient failure would otherwise become a permanent quarantine.
+    """
+    for attempt in range(1, RENDER_ATTEMPTS + 1):
+        try:
+            pcm = _render_clip(clip, audio_root, cosyvoice_dir)
+            return encode_flac(pcm, SAMPLE_RATE), SAMPLE_RATE, 1, int(pcm.shape[0])
+        except Exception as exc:  # kept, not dropped: validate quarantines it with a named rule
+            log.warning("clip %s (%s) failed (attempt %d/%d): %s", clip.utt_id, clip.voice, attempt,
+                        RENDER_ATTEMPTS, exc)
+            if clip.kind == "recorded":
+                break  # a file on disk does not get better by reading it again
+    raw = b""
+    if clip.kind == "recorded" and clip.audio_path:
+        try:
+            raw = io.resolve_inside(audio_root, clip.audio_path).read_bytes()
+        except (OSError, ValueError):
+            raw = b""
+    return raw, 0, 0, 0
 
 
 def synthesize_shard(job: ShardJob, out_dir: str) -> int:
