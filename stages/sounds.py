@@ -160,7 +160,9 @@ def _bell(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     t = _t(ring_n)
     # Partials of a struck bar/bell: inharmonic ratios, higher partials die away faster.
     ratios, weights = (1.0, 2.0, 2.76, 5.40, 8.93), (1.0, 0.6, 0.45, 0.25, 0.15)
-    ring = sum(w * np.sin(2 * np.pi * freq * r * t) * np.exp(-t * np.sqrt(r) / decay_s) for r, w in zip(ratios, weights))
+    ring = sum(
+        w * np.sin(2 * np.pi * freq * r * t) * np.exp(-t * np.sqrt(r) / decay_s) for r, w in zip(ratios, weights)
+    )
     ring = _ramp(ring, 0.001, 0.02)
     n = _clip_length(rng, (strikes - 1) * interval_s + 0.8)
     out = _place([ring] * strikes, _onsets(strikes, interval_s), n)  # each strike rings over the last

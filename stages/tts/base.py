@@ -79,7 +79,8 @@ def prepare_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    clean = "".join(ch for ch in unicodedata.normalize("NFC", text) if ch.isspace() or unicodedata.category(ch)[0] != "C")
+    normal = unicodedata.normalize("NFC", text)
+    clean = "".join(ch for ch in normal if ch.isspace() or unicodedata.category(ch)[0] != "C")
     clean = _WHITESPACE.sub(" ", clean).strip()
     if not clean:
         raise ValueError(f"nothing to synthesize in text {text!r}")
@@ -87,7 +88,7 @@ def prepare_text(text: str) -> str:
 
 
 def ascii_fold(text: str) -> str:
-    """ASCII text for engines that only read ASCII: `café — “x”` -> `cafe, "x"` (accents dropped, not the letter)."""
+    """ASCII for engines that only read ASCII: `naïve “café”` -> `naive "cafe"` (accents dropped, not letters)."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_ASCII_PUNCT))
     return decomposed.encode("ascii", "ignore").decode("ascii")
 

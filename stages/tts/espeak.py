@@ -48,7 +48,8 @@ class EspeakBackend(TtsBackend):
             self.require()
             rows = self._run("--voices").decode("utf-8", "replace").splitlines()[1:]
             # Columns: Pty Language Age/Gender VoiceName File [Other languages]; mbrola voices live in mb/.
-            langs = {cols[1] for cols in (row.split() for row in rows) if len(cols) >= 5 and not cols[4].startswith("mb/")}
+            table = [row.split() for row in rows]
+            langs = {cols[1] for cols in table if len(cols) >= 5 and not cols[4].startswith("mb/")}
             self._languages = tuple(sorted(langs))
         return self._languages
 

@@ -40,7 +40,8 @@ class FestivalBackend(TtsBackend):
         """Voice name -> festival voice directory name (what `voice_<dir>` selects)."""
         if not self.voices_dir.is_dir():
             return {}
-        dirs = sorted(d.name for lang in self.voices_dir.iterdir() if lang.is_dir() for d in lang.iterdir() if d.is_dir())
+        languages = [lang for lang in self.voices_dir.iterdir() if lang.is_dir()]
+        dirs = sorted(d.name for lang in languages for d in lang.iterdir() if d.is_dir())
         return {d.removesuffix(_SUFFIX): d for d in dirs}
 
     def problems(self) -> tuple[str, ...]:

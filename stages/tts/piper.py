@@ -48,7 +48,8 @@ class PiperBackend(TtsBackend):
         self._loaded: dict[str, Any] = {}
 
     def problems(self) -> tuple[str, ...]:
-        found = [f"python package {pkg!r} not installed" for pkg in ("piper", "onnxruntime") if importlib.util.find_spec(pkg) is None]
+        packages = ("piper", "onnxruntime")
+        found = [f"python package {pkg!r} not installed" for pkg in packages if importlib.util.find_spec(pkg) is None]
         if not self.models:
             found.append("no piper voice installed or configured")
         for voice, path in self.models.items():

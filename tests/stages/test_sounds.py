@@ -58,7 +58,14 @@ def _features(x: np.ndarray) -> np.ndarray:
     pitch_spread = np.std(np.log(_dominant_hz(x, 400) + 50.0))
     crest = np.abs(x).max() / np.sqrt((x**2).mean())
     return np.array(
-        [np.log(centroid), np.log(flatness), active.mean(), np.log(rms.std() / rms.mean() + 1e-3), pitch_spread, np.log(crest)]
+        [
+            np.log(centroid),
+            np.log(flatness),
+            active.mean(),
+            np.log(rms.std() / rms.mean() + 1e-3),
+            pitch_spread,
+            np.log(crest),
+        ]
     )
 
 
@@ -169,7 +176,8 @@ def test_rate_words_match_measured_rates() -> None:
         track = _dominant_hz(pcm, 256)  # one pitch value per 16 ms
         modulation = np.abs(np.fft.rfft((track - track.mean()) * np.hanning(len(track)), 4096))
         sweeps_per_second = np.fft.rfftfreq(4096, 256 / SAMPLE_RATE)[1 + np.argmax(modulation[1:])]
-        assert (sweeps_per_second > 2) == ("fast" in caption), f"siren seed {seed}: {sweeps_per_second:.1f}/s, {caption!r}"
+        message = f"siren seed {seed}: {sweeps_per_second:.1f}/s, {caption!r}"
+        assert (sweeps_per_second > 2) == ("fast" in caption), message
 
 
 def test_noise_level_and_fade_words_match_the_envelope() -> None:

@@ -24,7 +24,9 @@ from stages.tts.cosyvoice2 import REQUIRED_FILES, CosyVoice2Backend
 from stages.tts.festival import FestivalBackend
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
-AWKWARD = 'She said "don\'t" -- then:\n\t$(rm -rf /) `ls` <b>caf\u00e9</b> \u2014 na\u00efve \u201cquotes\u201d; -v en-gb'
+AWKWARD = (
+    'She said "don\'t" -- then:\n\t$(rm -rf /) `ls` <b>caf\u00e9</b> \u2014 na\u00efve \u201cquotes\u201d; -v en-gb'
+)
 
 #: Every real engine voice the tests exercise: each backend's curated voices plus one espeak-ng variant.
 REAL_VOICES = [
@@ -77,7 +79,8 @@ def test_awkward_text_is_spoken_as_text(backend_name: str) -> None:
     # ~16 words: the whole text was read (not cut at the quote/newline, not parsed as options or a command).
     assert 2.5 < seconds < 15.0, f"{backend_name} read the awkward text in {seconds:.2f} s"
     # A newline is a space: engines must not pause or split at line breaks.
-    np.testing.assert_array_equal(backend.synthesize("one\ntwo  three", voice), backend.synthesize("one two three", voice))
+    one_line = backend.synthesize("one two three", voice)
+    np.testing.assert_array_equal(backend.synthesize("one\ntwo  three", voice), one_line)
 
 
 @pytest.mark.parametrize("backend_name", ["espeak-ng", "flite", "festival", "piper"])
@@ -261,7 +264,10 @@ def test_cosyvoice2_synthesizes_through_the_engine_deterministically(tmp_path: P
     np.testing.assert_array_equal(first, backend.synthesize(SENTENCE, "alice"))
     assert not np.array_equal(first, backend.synthesize(SENTENCE, "bob"))
     assert len(engines) == 1  # loaded once, kept warm
-    assert engines[0].speakers == {"alice": ("Prompt words of Alice.", prompts / "alice.wav"), "bob": ("Bob speaking.", prompts / "bob.wav")}
+    assert engines[0].speakers == {
+        "alice": ("Prompt words of Alice.", prompts / "alice.wav"),
+        "bob": ("Bob speaking.", prompts / "bob.wav"),
+    }
     seeds = {seed for _, _, seed in engines[0].calls}
     assert len(seeds) == 2  # one seed per (voice, text): repeated calls reuse it
     with pytest.raises(UnknownVoice):
