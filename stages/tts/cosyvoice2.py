@@ -88,8 +88,9 @@ class CosyVoice2Backend(TtsBackend):
         seed: int = 0,
         engine_factory: Callable[[Path], CosyVoiceEngine] | None = None,
     ) -> None:
-        self.model_dir = Path(model_dir) if model_dir is not None else None
-        if prompts_dir is not None:
+        # An empty string counts as "not given": that is how an unset params field reaches us.
+        self.model_dir = Path(model_dir) if model_dir else None
+        if prompts_dir:
             self.prompts_dir: Path | None = Path(prompts_dir)
         else:
             self.prompts_dir = self.model_dir / "prompts" if self.model_dir is not None else None

@@ -226,9 +226,10 @@ class _FakeCosyVoice:
         return np.random.default_rng(seed).uniform(-0.5, 0.5, 24000).astype(np.float32)
 
 
-def test_cosyvoice2_without_model_dir_names_the_problem() -> None:
+@pytest.mark.parametrize("model_dir", [None, ""])
+def test_cosyvoice2_without_model_dir_names_the_problem(model_dir: str | None) -> None:
     with pytest.raises(BackendUnavailable, match="no model_dir given.*CosyVoice2-0.5B model directory"):
-        CosyVoice2Backend().require()
+        CosyVoice2Backend(model_dir).require()
 
 
 def test_cosyvoice2_names_exactly_the_missing_files(tmp_path: Path) -> None:
