@@ -2,7 +2,8 @@
 
 Memory stays flat as the corpus grows: shards are read one at a time in small record batches, each clip is
 decoded, measured and dropped, and only a handful of numbers per clip are kept. A clip is looked up in the shard
-its manifest row names, so a row pointing at the wrong shard shows up as missing audio.
+its manifest row names, so a row pointing at the wrong shard shows up as missing audio. Decoding dominates the
+stage's time; `probe_shard` is the unit to spread over workers.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from stages.audio_io import decode_audio
 from stages.io import resolve_inside
 
 #: A sample at or above this magnitude counts as clipped (16-bit full scale is 32767/32767 = 1.0).
@@ -44,63 +44,90 @@ def _error_text(exc: Exception) -> str:
 
 
 def clip_probe(data: bytes) -> dict[str, Any]:
-    """Hash, decode and measure one clip's encoded bytes."""
+    """Hash, decode and measure one clip's encoded bytes (all channels: a stereo clip is not mixed down first)."""
     probe: dict[str, Any] = {"sha256_actual": hashlib.sha256(data).hexdigest()}
     try:
-        channels = sf.info(io.BytesIO(data)).channels  # decode_audio mixes to mono, so ask the header
-        pcm, sr = decode_audio(data)
+        with sf.SoundFile(io.BytesIO(data)) as f:  # one open for header and samples
+            channels, sr = f.channels, f.samplerate
+            pcm = f.read(dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError) as exc:  # what libsndfile raises on non-audio bytes
         probe["decode_error"] = _error_text(exc)
         return probe
     finite = np.isfinite(pcm)
-    mag = np.abs(pcm[finite]).astype(np.float64)
-    probe.update(decoded_sample_rate=sr, decoded_channels=channels, decoded_n_samples=int(pcm.shape[0]),
-                 nonfinite_samples=int(pcm.size - finite.sum()),
-                 peak=float(mag.max()) if mag.size else 0.0,
-                 rms=float(np.sqrt(np.mean(mag**2))) if mag.size else 0.0,
-                 clipped_fraction=float(np.mean(mag >= CLIP_LEVEL)) if mag.size else 0.0)
+    nonfinite = pcm.size - int(np.count_nonzero(finite))
+    x = (pcm if nonfinite == 0 else pcm[finite]).ravel()
+    probe.update(decoded_sample_rate=int(sr), decoded_channels=int(channels), decoded_n_samples=int(pcm.shape[0]),
+                 nonfinite_samples=nonfinite, peak=0.0, rms=0.0, clipped_fraction=0.0)
+    if x.size:
+        mag = np.abs(x)
+        probe.update(peak=float(mag.max()), rms=float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))),
+                     clipped_fraction=float(np.count_nonzero(mag >= CLIP_LEVEL)) / x.size)
     return probe
 
 
-def _iter_clips(path: Path) -> Iterator[tuple[str | None, bytes]]:
-    """(utt_id, audio bytes) of a shard, a record batch at a time (ids read as bytes: never trust their UTF-8)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=["utt_id", "audio"]):
-        ids = batch.column("utt_id").cast(pa.binary()).to_pylist()
-        for utt_id, data in zip(ids, batch.column("audio").to_pylist()):
-            yield (None if utt_id is None else utt_id.decode("utf-8", errors="replace")), data or b""
+@dataclass(frozen=True)
+class ShardTask:
+    """The clips wanted from one shard: the unit a flow may map over (plain fields, so it pickles cheaply)."""
+
+    path: str
+    utt_ids: tuple[str | None, ...]
 
 
-def shard_probes(audio: pl.DataFrame, audio_dir: str | Path) -> pl.DataFrame:
-    """The `AUDIO_PROBES` columns for every row of the audio manifest (same order), each shard read once."""
+def probe_shard(task: ShardTask) -> dict[str | None, dict[str, Any]]:
+    """utt_id -> probe for every wanted clip of one shard, reading it a record batch at a time.
+
+    `clip_copies` counts the clips with that id (0: missing); an unreadable shard (corrupt, or without the
+    utt_id / audio columns) gives every wanted id a `shard_problem` instead.
+    """
+    out: dict[str | None, dict[str, Any]] = {u: {"clip_copies": 0} for u in task.utt_ids}
+    try:
+        batches = pq.ParquetFile(task.path).iter_batches(batch_size=_BATCH_ROWS, columns=["utt_id", "audio"])
+        for batch in batches:
+            ids = batch.column("utt_id").cast(pa.binary()).to_pylist()  # never trust an id's UTF-8
+            for raw_id, data in zip(ids, batch.column("audio").to_pylist()):
+                probe = out.get(None if raw_id is None else raw_id.decode("utf-8", errors="replace"))
+                if probe is None:
+                    continue
+                probe["clip_copies"] += 1
+                if probe["clip_copies"] == 1:
+                    probe.update(clip_probe(data or b""))
+    except (OSError, KeyError, pa.ArrowException) as exc:
+        problem = f"unreadable shard {Path(task.path).name}: {_error_text(exc)}"
+        return {u: {"shard_problem": problem} for u in task.utt_ids}
+    return out
+
+
+MapShards = Callable[[Callable[[ShardTask], dict], Iterable[ShardTask]], Iterable[dict]]
+
+
+def shard_probes(audio: pl.DataFrame, audio_dir: str | Path, map_shards: MapShards = map) -> pl.DataFrame:
+    """The `AUDIO_PROBES` columns for every row of the audio manifest (same order), each shard read once.
+
+    `map_shards` runs `probe_shard` over the shards (the built-in `map` by default; a pool's or a flow's map
+    to spread them over workers).
+    """
     probes: list[dict[str, Any]] = [{} for _ in range(audio.height)]
-    wanted: dict[Path, dict[str | None, list[int]]] = {}
-    for i, (utt_id, shard) in enumerate(zip(audio["utt_id"], audio["shard"])):
+    resolved: dict[str | None, Path] = {}
+    unusable: dict[str | None, str] = {}  # shard as written -> why it cannot be read
+    for shard in audio["shard"].unique().to_list():
         try:
             path = resolve_inside(audio_dir, shard or "")
         except ValueError as exc:
-            probes[i]["shard_problem"] = str(exc)
+            unusable[shard] = str(exc)
             continue
-        if not path.is_file():
-            probes[i]["shard_problem"] = f"shard {shard!r} not found in {audio_dir}"
-            continue
-        wanted.setdefault(path, {}).setdefault(utt_id, []).append(i)
-    for path in sorted(wanted):
-        rows = wanted[path]
-        copies: Counter[str | None] = Counter()
-        try:
-            for utt_id, data in _iter_clips(path):
-                if utt_id not in rows:
-                    continue
-                copies[utt_id] += 1
-                if copies[utt_id] == 1:
-                    probe = clip_probe(data)
-                    for i in rows[utt_id]:
-                        probes[i].update(probe)
-        except (OSError, KeyError, pa.ArrowException) as exc:  # a corrupt shard or one without utt_id/audio
-            for i in (i for ids in rows.values() for i in ids):
-                probes[i] = {"shard_problem": f"unreadable shard {path.name}: {_error_text(exc)}"}
-            continue
-        for utt_id, ids in rows.items():
-            for i in ids:
-                probes[i]["clip_copies"] = copies[utt_id]
+        if path.is_file():
+            resolved[shard] = path
+        else:
+            unusable[shard] = f"shard {shard!r} not found in {audio_dir}"
+    wanted: dict[Path, list[int]] = {}
+    for i, shard in enumerate(audio["shard"].to_list()):
+        if shard in unusable:
+            probes[i]["shard_problem"] = unusable[shard]
+        else:
+            wanted.setdefault(resolved[shard], []).append(i)
+    ids = audio["utt_id"].to_list()
+    tasks = [ShardTask(str(path), tuple(dict.fromkeys(ids[i] for i in rows))) for path, rows in sorted(wanted.items())]
+    for task, found in zip(tasks, map_shards(probe_shard, tasks)):
+        for i in wanted[Path(task.path)]:
+            probes[i] = found[ids[i]]
     return pl.DataFrame(probes, schema=AUDIO_PROBES)

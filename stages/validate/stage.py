@@ -24,7 +24,7 @@ from stages import io
 from stages.fetch import SAMPLE_SCHEMA, UTTERANCE_SCHEMA
 from stages.synthesize import AUDIO_MANIFEST_SCHEMA
 from stages.validate import probes
-from stages.validate.audio_probes import shard_probes
+from stages.validate.audio_probes import MapShards, shard_probes
 from stages.validate.contracts import CONTRACTS_DIR, Violation, evaluate, load_contract
 from stages.validate.errors import ValidationError
 from stages.validate.manifests import read_manifest
@@ -103,9 +103,12 @@ class _Verdict:
         self.violations += new
         self.failed |= {v.row for v in new}
 
+    def ids(self) -> list[str | None]:
+        return self.frame[ID_COLUMNS[self.manifest]].to_list()
+
     def rules_by_id(self) -> dict[str, list[str]]:
         """row id -> the sorted rules its failing rows broke (ids that are null are left out)."""
-        ids = self.frame[ID_COLUMNS[self.manifest]]
+        ids = self.ids()
         out: dict[str, set[str]] = {}
         for v in self.violations:
             if ids[v.row] is not None:
@@ -117,7 +120,7 @@ class _Verdict:
         return self.frame.select(columns).filter(keep)
 
     def quarantine(self) -> pl.DataFrame:
-        ids = self.frame[ID_COLUMNS[self.manifest]]
+        ids = self.ids()
         rows = {(v.row, v.rule): v.detail for v in self.violations}  # one row per (row, rule)
         return pl.DataFrame([(self.manifest, row, ids[row], rule, detail) for (row, rule), detail in rows.items()],
                             schema=QUARANTINE_SCHEMA, orient="row")
@@ -148,8 +151,12 @@ def _failure_message(result: ValidationResult, report_path: Path, quarantine_pat
 
 
 def run_validate(params: ValidateParams, raw_dir: str | Path, audio_dir: str | Path, out_dir: str | Path,
-                 report_path: str | Path, contracts_dir: str | Path = CONTRACTS_DIR) -> ValidationResult:
+                 report_path: str | Path, contracts_dir: str | Path = CONTRACTS_DIR,
+                 map_shards: MapShards = map) -> ValidationResult:
     """Validate the fetch and synthesize manifests; write passing rows, the quarantine and the report.
+
+    `map_shards` maps `audio_probes.probe_shard` over the audio shards (default: in this process, one by one;
+    pass a pool's `map`, e.g. a spawn-context `ProcessPoolExecutor`, to decode on several cores).
 
     Raises `ValidationError` (after writing everything) when a manifest's quarantine fraction exceeds
     `params.max_quarantine_fraction`, or before writing anything when a manifest is missing or mis-typed.
@@ -163,7 +170,7 @@ def run_validate(params: ValidateParams, raw_dir: str | Path, audio_dir: str | P
     truth = probes.fact_splits(facts)
 
     facts_v = _check("facts", probes.fact_probes(facts, facts_enc), params, contracts)
-    audio_frame = pl.concat([probes.audio_row_probes(audio, audio_enc, utts), shard_probes(audio, audio_dir)],
+    audio_frame = pl.concat([probes.audio_row_probes(audio, audio_enc, utts), shard_probes(audio, audio_dir, map_shards)],
                             how="horizontal")
     audio_v = _check("audio", audio_frame, params, contracts, extra_rules=(UTTERANCE_QUARANTINED,))
     utts_v = _check("utterances", probes.utterance_probes(utts, utts_enc, truth, probes.group_splits(facts),

@@ -266,7 +266,8 @@ HOSTILE: dict[str, tuple[Spoil, dict[tuple[str, str], str]]] = {
     "too_long_text": (_add(text="word " * 300), {("utterances", "u-{n}"): "utterances.text_max_chars"}),
     "invalid_utf8": (_invalid_utf8, {("utterances", "u-{n}"): "utterances.text_valid_utf8"}),
     "replacement_char": (_add(text="na\ufffdve"), {("utterances", "u-{n}"): "utterances.text_valid_utf8"}),
-    "control_char": (_add(text="null\x00byte"), {("utterances", "u-{n}"): "utterances.text_valid_utf8"}),
+    "control_char": (_add(text="null\x00byte"), {("utterances", "u-{n}"): "utterances.text_valid_utf8",
+                                                  ("samples", "s-{n}"): "samples.text_valid_utf8"}),  # in turns
     "duplicate_id": (_duplicate_id, {("utterances", "u-{n}"): "utterances.utt_id_unique"}),
     "audio_path_dotdot": (_add(kind="recorded", audio_path="../../etc/passwd"),
                           {("utterances", "u-{n}"): "utterances.audio_path_inside"}),
