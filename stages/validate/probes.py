@@ -9,7 +9,6 @@ fact in another split, a turn's utterance) are polars joins, so they stay vector
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import polars as pl
 
@@ -163,8 +162,8 @@ def audio_row_probes(audio: pl.DataFrame, encoding: Sequence[str | None], utts: 
 
     return audio.with_columns(
         _encoding(encoding),
-        pl.Series("utterance_problem", [utterance_problem(*r) for r in audio.select("utt_id", "text", "split").iter_rows()],
-                  dtype=pl.String),
+        pl.Series("utterance_problem", [utterance_problem(*row) for row in
+                                        audio.select("utt_id", "text", "split").iter_rows()], dtype=pl.String),
         pl.when(pl.col("sample_rate") > 0)
         .then((pl.col("duration_s") - pl.col("n_samples") / pl.col("sample_rate")).abs())
         .alias("duration_error_s"),
@@ -194,8 +193,8 @@ def sample_probes(samples: pl.DataFrame, encoding: Sequence[str | None], facts: 
         _encoding(encoding),
         pl.col("turns").list.len().fill_null(0).cast(pl.Int64).alias("n_turns"),
         _per_row(samples.height, pl.concat([malformed, empty])).alias("turn_problem"),
-        _per_row(samples.height, unknown.select(
-            _I, (turn + pl.lit(" names unknown utterance ") + pl.col("utt_id")).alias("_msg"))).alias("utt_ref_problem"),
+        _per_row(samples.height, unknown.select(_I, (turn + pl.lit(" names unknown utterance ") + pl.col("utt_id"))
+                                                .alias("_msg"))).alias("utt_ref_problem"),
         _per_row(samples.height, moved.select(
             _I, (turn + pl.lit(" utterance ") + pl.col("utt_id") + pl.lit(" is in ") + pl.col("utt_split"))
             .alias("_msg"))).alias("turn_split_problem"),

@@ -170,8 +170,8 @@ def run_validate(params: ValidateParams, raw_dir: str | Path, audio_dir: str | P
     truth = probes.fact_splits(facts)
 
     facts_v = _check("facts", probes.fact_probes(facts, facts_enc), params, contracts)
-    audio_frame = pl.concat([probes.audio_row_probes(audio, audio_enc, utts), shard_probes(audio, audio_dir, map_shards)],
-                            how="horizontal")
+    audio_frame = pl.concat(
+        [probes.audio_row_probes(audio, audio_enc, utts), shard_probes(audio, audio_dir, map_shards)], how="horizontal")
     audio_v = _check("audio", audio_frame, params, contracts, extra_rules=(UTTERANCE_QUARANTINED,))
     utts_v = _check("utterances", probes.utterance_probes(utts, utts_enc, truth, probes.group_splits(facts),
                                                           audio_root, set(audio["utt_id"].drop_nulls()),

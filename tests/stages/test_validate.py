@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -255,7 +256,8 @@ HOSTILE: dict[str, tuple[Spoil, dict[tuple[str, str], str]]] = {
     "clipped": (_add(clip=_clipped()), {("audio", "u-{n}"): "audio.not_clipped"}),
     "too_short": (_add(clip=encode_flac(_tone(seconds=0.05))), {("audio", "u-{n}"): "audio.duration_in_range"}),
     "sha_mismatch": (_add(sha256="f" * 64), {("audio", "u-{n}"): "audio.sha256_matches"}),
-    "n_samples_lie": (_add(n_samples=9000, duration_s=9000 / SAMPLE_RATE), {("audio", "u-{n}"): "audio.n_samples_match"}),
+    "n_samples_lie": (_add(n_samples=9000, duration_s=9000 / SAMPLE_RATE),
+                      {("audio", "u-{n}"): "audio.n_samples_match"}),
     "duration_lie": (_add(duration_s=2.0), {("audio", "u-{n}"): "audio.duration_consistent"}),
     "clip_missing": (_clip_not_in_shard, {("audio", "u-{n}"): "audio.one_clip_in_shard"}),
     "no_audio_row": (_add(clip=b""), {("utterances", "u-{n}"): "utterances.audio_present"}),
@@ -361,18 +363,19 @@ def test_threshold_fails_the_stage_after_writing_report_and_quarantine(tmp_path)
     assert pl.read_parquet(tmp_path / "out" / "quarantine.parquet").height >= 6
 
 
-def test_empty_facts_and_outputs_are_deterministic(tmp_path):
+def test_outputs_are_deterministic_serial_or_pooled_and_facts_may_be_empty(tmp_path):
     corpus = good_corpus()
     corpus.facts.clear()  # local data has no facts
     corpus.chain("x", "train", fact="f-gone", clip=_truncated())
     runs = []
-    for name in ("one", "two"):
+    for name in ("serial", "pooled"):
         raw, audio = corpus.write(tmp_path / name)
         out = tmp_path / name / "out"
-        run_validate(LENIENT, raw, audio, out, out / "report.json")
+        with ThreadPoolExecutor(2) as pool:
+            run_validate(LENIENT, raw, audio, out, out / "report.json", map_shards=map if name == "serial" else pool.map)
         runs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert runs[0] == runs[1]
-    assert pl.read_parquet(tmp_path / "one" / "out" / "facts.parquet").height == 0
+    assert pl.read_parquet(tmp_path / "serial" / "out" / "facts.parquet").height == 0
 
 
 def test_schema_mismatch_is_a_clear_error(tmp_path):
