@@ -52,7 +52,7 @@ AUDIO_MANIFEST_SCHEMA = {
 class SynthesizeParams:
     """`synthesize` section of params.yaml."""
 
-    user_voices: tuple[str, ...] = ("flite:kal16", "flite:slt", "flite:awb", "flite:rms", "espeak-ng:en-us",
+    user_voices: tuple[str, ...] = ("flite:awb", "flite:rms", "flite:kal16", "espeak-ng:en-us", "espeak-ng:en-us+m3",
                                     "festival:kal")
     """Voices for user turns (`<backend>:<voice>`); each utterance gets one, chosen by a hash of its id."""
     assistant_voice: str = "flite:slt"
