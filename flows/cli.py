@@ -1,12 +1,15 @@
 """The `ttt` command: operator entry points that are not DVC stages.
 
     ttt profile gpu          # write params.yaml for a profile (tiny, gpu, full)
+    ttt chat --text "..."    # talk to a trained checkpoint (text or --wav in, text + streamed WAV out)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from flows import chat
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -24,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="tiny, gpu or full")
     p.add_argument("--params", default="params.yaml", help="params file to write")
     p.set_defaults(run=_profile)
+    c = sub.add_parser("chat", help="talk to a trained checkpoint: text or a WAV in, text and a WAV out")
+    chat.add_arguments(c)
+    c.set_defaults(run=chat.run)
     return parser
 
 
