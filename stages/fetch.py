@@ -37,6 +37,10 @@ UTTERANCE_SCHEMA = {
     "audio_path": pl.String, "split": pl.String, "group_id": pl.String, "parent_ids": pl.List(pl.String),
     "source": pl.String, "sha256": pl.String,
 }
+FACT_SCHEMA = {
+    "fact_id": pl.String, "group_id": pl.String, "relation": pl.String, "subject": pl.String, "answer": pl.String,
+    "split": pl.String, "source": pl.String,
+}
 TURN = pl.Struct({"role": pl.String, "text": pl.String, "utt_id": pl.String})
 SAMPLE_SCHEMA = {
     "sample_id": pl.String, "task": pl.String, "split": pl.String, "answer": pl.String,
@@ -211,9 +215,7 @@ def build_synthetic(params: FetchParams, seed: int) -> tuple[pl.DataFrame, pl.Da
                  answer=caption)
     fact_rows = pl.DataFrame(
         [dict(fact_id=f.fact_id, group_id=f.group_id, relation=f.relation, subject=f.subject, answer=f.answer,
-              split=split_of[f.fact_id], source=f.source) for f in facts],
-        schema={"fact_id": pl.String, "group_id": pl.String, "relation": pl.String, "subject": pl.String,
-                "answer": pl.String, "split": pl.String, "source": pl.String})
+              split=split_of[f.fact_id], source=f.source) for f in facts], schema=FACT_SCHEMA)
     utts, samples = b.frames()
     return fact_rows, utts, samples
 
@@ -231,9 +233,7 @@ def build_local(params: FetchParams, seed: int) -> tuple[pl.DataFrame, pl.DataFr
                  params.source, answer=rec.text)
         b.sample("tts", s, [_turn("user", rec.text), _turn("assistant", rec.text, u)], [rec.record_id],
                  params.source, answer=rec.text)
-    empty_facts = pl.DataFrame(schema={"fact_id": pl.String, "group_id": pl.String, "relation": pl.String,
-                                       "subject": pl.String, "answer": pl.String, "split": pl.String,
-                                       "source": pl.String})
+    empty_facts = pl.DataFrame(schema=FACT_SCHEMA)
     utts, samples = b.frames()
     return empty_facts, utts, samples
 

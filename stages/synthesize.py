@@ -256,9 +256,11 @@ def run_synthesize(params: SynthesizeParams, raw_dir: str | Path, out_dir: str |
     jobs = load_jobs(params, raw_dir)
     work = _ShardWorker(str(out_dir))
     if map_shards is None:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=params.max_workers) as pool:
+        # spawn, not fork: a forked child inherits polars' thread-pool locks mid-use and can deadlock
+        with ProcessPoolExecutor(max_workers=params.max_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(work, jobs))
     else:
         list(map_shards(work, jobs))

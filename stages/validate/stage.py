@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from stages import io
-from stages.fetch import SAMPLE_SCHEMA, UTTERANCE_SCHEMA
+from stages.fetch import FACT_SCHEMA, SAMPLE_SCHEMA, UTTERANCE_SCHEMA
 from stages.synthesize import AUDIO_MANIFEST_SCHEMA
 from stages.validate import probes
 from stages.validate.audio_probes import MapShards, shard_probes
@@ -32,8 +32,6 @@ from stages.validate.params import ValidateParams
 
 log = logging.getLogger(__name__)
 
-FACT_SCHEMA = {"fact_id": pl.String, "group_id": pl.String, "relation": pl.String, "subject": pl.String,
-               "answer": pl.String, "split": pl.String, "source": pl.String}
 #: Manifests in report order, with the column that identifies a row.
 ID_COLUMNS = {"facts": "fact_id", "utterances": "utt_id", "samples": "sample_id", "audio": "utt_id"}
 #: The cascade enforced in code (see the module docstring).

@@ -47,7 +47,7 @@ def test_dvc_stage_binds_to_its_flow_and_params(name):
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
     for path in outs:
         assert path in argv, f"{name}: output {path} is not passed on the command line"
-    data_deps = [d for d in stage.get("deps", []) if d.startswith(("data/", "models/"))]
+    data_deps = [d for d in stage.get("deps", []) if d.startswith(("data/", "models/", "data_contracts"))]
     for path in data_deps:
         assert path in argv, f"{name}: input {path} is not passed on the command line"
     data = yaml.safe_load(PARAMS.read_text())
