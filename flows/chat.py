@@ -36,6 +36,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import numpy as np
+    from transformers import PreTrainedTokenizerFast
+
+    from model.modeling import TttForCausalLM
+    from model.sampler import LogitsHook, SamplerConfig
+    from model.vocab import TokenSpec
+    from stages.audio_codec import SpeechCodec
+    from stages.pack import TextEncoder
 
 DEFAULT_TASK_TEXT = "tts"
 DEFAULT_TASK_AUDIO = "qa"
@@ -52,11 +59,11 @@ class ChatError(Exception):
 class ChatAssets:
     """Everything one chat session loads once: the model, the tokenizer and the audio codec."""
 
-    model: Any
-    tokenizer: Any
-    spec: Any
-    codec: Any
-    encode: Any
+    model: TttForCausalLM
+    tokenizer: PreTrainedTokenizerFast
+    spec: TokenSpec
+    codec: SpeechCodec
+    encode: TextEncoder
 
     @property
     def max_positions(self) -> int:
@@ -80,7 +87,7 @@ class Reply:
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
-def load_model(checkpoint: str | Path, device: str) -> Any:
+def load_model(checkpoint: str | Path, device: str) -> TttForCausalLM:
     """A `TttForCausalLM` from a checkpoint directory of the train stage (HF format, safetensors), in eval mode."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -184,7 +191,7 @@ def system_prompt(task: str | None, system: str | None, spoken_input: bool) -> s
     return INSTRUCTIONS[name][0]
 
 
-def check_fits(prompt_len: int, config: Any, max_positions: int) -> None:
+def check_fits(prompt_len: int, config: SamplerConfig, max_positions: int) -> None:
     """Refuse a prompt that leaves no room for the answer within the model's context."""
     worst = prompt_len + config.max_new_tokens + config.max_audio_len + 1
     if worst > max_positions:
@@ -226,8 +233,9 @@ class WavStream:
         self.partial.unlink(missing_ok=True)
 
 
-def respond(assets: ChatAssets, prompt_ids: Sequence[int], config: Any, wav_path: Path, out: TextIO,
-            reply_id: str = "reply", decode_context: int = DEFAULT_DECODE_CONTEXT, logits_hook: Any = None) -> Reply:
+def respond(assets: ChatAssets, prompt_ids: Sequence[int], config: SamplerConfig, wav_path: Path, out: TextIO,
+            reply_id: str = "reply", decode_context: int = DEFAULT_DECODE_CONTEXT,
+            logits_hook: LogitsHook | None = None) -> Reply:
     """Generate one answer: text increments to `out` as they come, each audio span's PCM appended to the WAV."""
     from model.sampler import generate
     from model.streaming import Done, PcmChunk, TextDetokenizer, TextToken, stream_pcm
@@ -272,7 +280,7 @@ def respond(assets: ChatAssets, prompt_ids: Sequence[int], config: Any, wav_path
                  first_text_s=first_text, first_audio_s=first_audio, total_s=time.perf_counter() - start)
 
 
-def prompt_for(assets: ChatAssets, config: Any, *, text: str | None, wav: str | Path | None, task: str | None,
+def prompt_for(assets: ChatAssets, config: SamplerConfig, *, text: str | None, wav: str | Path | None, task: str | None,
                system: str | None, err: TextIO) -> list[int]:
     """Read the input, render the prompt, check it fits the context."""
     if (text is None) == (wav is None):
@@ -357,7 +365,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def sampler_config(args: argparse.Namespace) -> Any:
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     from model.sampler import SamplerConfig
 
     try:
