@@ -61,17 +61,17 @@ class CodecConfig:
     """Mel bins per frame."""
     n_fft: int = 1024
     """STFT size for analysis and Griffin-Lim (64 ms at 16 kHz)."""
-    kmeans_iters: int = 25
+    kmeans_iters: int = 20
     """Maximum Lloyd passes of the codebook fit (it stops early once assignments are stable)."""
-    max_fit_tokens: int = 200_000
+    max_fit_tokens: int = 100_000
     """Fit reads clips until it has this many token vectors, so fit memory is flat however large the corpus."""
     decoder: Literal["learned", "centroid"] = "learned"
     """`learned`: conv residual decoder over code context (better); `centroid`: plain codebook lookup."""
-    decoder_width: int = 192
+    decoder_width: int = 128
     """Channels of the learned decoder."""
-    decoder_steps: int = 1000
+    decoder_steps: int = 600
     """Optimiser steps of the learned decoder fit (batch 16 x 64 tokens)."""
-    smoothing: float = 0.25
+    smoothing: float = 0.15
     """Weight `s` of each neighbour in the `[s, 1 - 2s, s]` smoothing of decoded log-mel frames (0 = off)."""
     griffin_lim_iters: int = 32
     """Griffin-Lim iterations per decode."""
