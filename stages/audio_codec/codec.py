@@ -110,6 +110,10 @@ class CodecConfig:
         """PCM samples one token covers (and decodes to)."""
         return self.hop_length * self.stack
 
+    def n_tokens(self, n_samples: int) -> int:
+        """Codes for a clip of `n_samples` samples (a partial last token is zero-padded)."""
+        return math.ceil(n_samples / self.samples_per_token)
+
 
 @contextmanager
 def _single_threaded() -> Iterator[None]:
@@ -142,15 +146,14 @@ def token_vectors(mel: MelSpectrogram, config: CodecConfig, clips: Sequence[np.n
 
     Zero padding after a clip never reaches its frames (see `features.py`), so batching changes nothing.
     """
-    per_token = config.samples_per_token
     lengths = [len(c) for c in clips]
     width = max(lengths, default=0)
     batch = torch.zeros(len(clips), width, dtype=torch.float64)
     for i, c in enumerate(clips):
         batch[i, : len(c)] = torch.from_numpy(c)
-    log_mel_BTM = mel.log_mel(batch, math.ceil(width / per_token) * config.stack)
+    log_mel_BTM = mel.log_mel(batch, config.n_tokens(width) * config.stack)
     d = config.stack * config.n_mels
-    return [log_mel_BTM[i, : math.ceil(n / per_token) * config.stack].reshape(-1, d) for i, n in enumerate(lengths)]
+    return [log_mel_BTM[i, : config.n_tokens(n) * config.stack].reshape(-1, d) for i, n in enumerate(lengths)]
 
 
 class AudioCodec:
@@ -160,8 +163,10 @@ class AudioCodec:
         expected = (config.codebook_size, config.stack * config.n_mels)
         if tuple(centroids_KD.shape) != expected:
             raise ValueError(f"centroids have shape {tuple(centroids_KD.shape)}, config implies {expected}")
-        if (config.decoder == "learned") != (decoder is not None):
-            raise ValueError(f"config.decoder is {config.decoder!r} but a decoder was {'not ' * (decoder is None)}given")
+        if config.decoder == "learned" and decoder is None:
+            raise ValueError("config.decoder is 'learned' but no decoder was given")
+        if config.decoder == "centroid" and decoder is not None:
+            raise ValueError("config.decoder is 'centroid' but a learned decoder was given")
         self.config = config
         self.centroids_KD = centroids_KD.to(torch.float32)
         self.decoder = decoder
@@ -178,8 +183,8 @@ class AudioCodec:
         return self.config.codebook_size
 
     def n_tokens(self, n_samples: int) -> int:
-        """Codes produced for a clip of `n_samples` samples (the last token is zero-padded)."""
-        return math.ceil(n_samples / self.config.samples_per_token)
+        """Codes produced for a clip of `n_samples` samples (a partial last token is zero-padded)."""
+        return self.config.n_tokens(n_samples)
 
     def encode(self, pcm: np.ndarray) -> np.ndarray:
         """int64 codes of one 16 kHz mono clip (float in [-1, 1] or integer PCM)."""
