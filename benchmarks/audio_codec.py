@@ -11,8 +11,11 @@ this process (load-independent throughput per core). The load average at the end
 
 Run (about 15 minutes on an idle 2-core machine; much longer when it is shared)::
 
-    .venv/bin/python benchmarks/audio_codec.py                     # full table -> reports/benchmarks/audio_codec.json
-    .venv/bin/python benchmarks/audio_codec.py --fit-clips 60 --dev-clips 8 --settings 25:256 --decoder-steps 50
+    .venv/bin/python -m benchmarks.audio_codec          # full table -> reports/benchmarks/audio_codec.json
+    .venv/bin/python -m benchmarks.audio_codec --fit-clips 60 --dev-clips 8 --settings 25:256 --decoder-steps 50
+
+(`-m` from the repository root: run as a file, the script's folder would shadow standard modules with its
+sibling benchmarks, e.g. `benchmarks/tokenize.py`.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +34,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.asr_judge import AsrJudge, cer, wer  # noqa: E402
-from stages.audio_codec import AudioCodec, CodecConfig  # noqa: E402
+from stages.asr_judge import AsrJudge, cer, wer
+from stages.audio_codec import AudioCodec, CodecConfig
 
 VOICES = ("slt", "rms", "awb")
 SAMPLE_RATE = 16000
