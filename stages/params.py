@@ -22,6 +22,7 @@ from stages.validate import ValidateParams
 from stages.tokenizers import TokenizersParams
 from stages.tokenize import TokenizeParams
 from stages.pack import PackParams
+from stages.train import TrainParams
 
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
@@ -31,6 +32,7 @@ SECTIONS: dict[str, type] = {
     "tokenizers": TokenizersParams,
     "tokenize": TokenizeParams,
     "pack": PackParams,
+    "train": TrainParams,
 }
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "profiles"

@@ -161,7 +161,10 @@ def _free_port() -> int:
 
 
 def single_process_env() -> None:
-    """Make a launcher-less run look like rank 0 of 1 (else DeepSpeed goes looking for MPI; DESIGN §4)."""
+    """Make a launcher-less run look like rank 0 of 1 (else DeepSpeed goes looking for MPI; DESIGN §4).
+
+    Only fills what is missing, so under the `deepspeed` launcher (which sets every variable) it changes nothing.
+    """
     for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
@@ -177,8 +180,7 @@ class DeepSpeedBackend:
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         cuda = torch.cuda.is_available()
-        if not cuda:
-            single_process_env()
+        single_process_env()  # no-op under the launcher, which sets all of it
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         self._dist, self._engine, self._optimizer = dist, engine, optimizer
