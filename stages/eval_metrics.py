@@ -1,0 +1,76 @@
+"""The evaluation's scoring rules: pure functions of strings and numbers, one normaliser for all of them.
+
+Every text comparison goes through `stages.asr_judge.normalize_text` (lower-case words, numbers spelled out,
+punctuation and apostrophes dropped; its docstring lists the rules), the same normaliser the ASR judge's WER uses,
+so "Paris." / "paris" or "25" / "twenty-five" never count as errors anywhere in the report.
+
+- `wer` / `cer`: corpus word / character error rate (jiwer) over normalised texts.
+- `contains_answer`: the normalised answer occurs in the normalised text as whole words (spoken QA, judged
+  speech); `exact_match`: the normalised texts are equal (sound-event classes, QA answers).
+- `token_f1`: SQuAD-style bag-of-words F1 between two normalised texts (captions).
+- `majority` / `most_common`: the trivial baselines ("always answer the training set's most frequent label").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from stages.asr_judge import cer, normalize_text, wer
+
+__all__ = ["accuracy", "cer", "contains_answer", "exact_match", "mean", "mean_token_f1", "most_common",
+           "normalize_text", "token_f1", "wer"]
+
+
+def exact_match(hypothesis: str, reference: str) -> bool:
+    """The normalised texts are equal (and the reference is not empty)."""
+    ref = normalize_text(reference)
+    return bool(ref) and normalize_text(hypothesis) == ref
+
+
+def contains_answer(text: str, answer: str) -> bool:
+    """The normalised answer occurs in the normalised text as a run of whole words ("euro" is not in "europe")."""
+    ans = normalize_text(answer)
+    return bool(ans) and f" {ans} " in f" {normalize_text(text)} "
+
+
+def token_f1(hypothesis: str, reference: str) -> float:
+    """Bag-of-words F1 of the normalised texts: 1 for the same words, 0 for none shared (or an empty side)."""
+    hyp, ref = normalize_text(hypothesis).split(), normalize_text(reference).split()
+    common = sum((Counter(hyp) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean; an empty sequence is an error (a metric over no items means nothing)."""
+    if not values:
+        raise ValueError("mean of no values")
+    return float(sum(values) / len(values))
+
+
+def accuracy(hits: Sequence[bool]) -> float:
+    """Fraction of True."""
+    return mean([float(h) for h in hits])
+
+
+def mean_token_f1(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Mean of `token_f1` over aligned pairs."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    return mean([token_f1(h, r) for h, r in zip(hypotheses, references)])
+
+
+def most_common(labels: Sequence[str]) -> str:
+    """The most frequent label after normalisation (ties: the first in sorted order, so it is deterministic),
+    returned in its first original spelling."""
+    if not labels:
+        raise ValueError("no labels to take the most common of")
+    spelling: dict[str, str] = {}
+    for label in labels:
+        spelling.setdefault(normalize_text(label), label)
+    counts = Counter(normalize_text(label) for label in labels)
+    best = min(counts, key=lambda k: (-counts[k], k))
+    return spelling[best]

@@ -1,0 +1,51 @@
+"""Scoring rules on hand-made cases: error rates, answer matching, caption overlap, the majority label."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages import eval_metrics as m
+
+
+def test_wer_and_cer_of_known_strings() -> None:
+    assert m.wer(["the cat sat"], ["the cat sat down"]) == pytest.approx(1 / 3)  # one insertion, three words
+    assert m.wer(["the cat sat", "on the mat"], ["the cat", "on a mat"]) == pytest.approx(2 / 6)
+    assert m.cer(["abcd"], ["abed"]) == pytest.approx(1 / 4)
+    assert m.wer(["The cat, sat!"], ["the cat sat"]) == 0.0, "case and punctuation are normalised away"
+    assert m.wer(["There are 25 of them."], ["there are twenty-five of them"]) == 0.0, "numbers are spelled out"
+    assert m.wer(["one two"], [""]) == 1.0 and m.cer(["ab"], [""]) == 1.0, "an empty transcript deletes everything"
+
+
+def test_answer_matching_is_on_whole_normalised_words() -> None:
+    assert m.contains_answer("Australia uses the Euro.", "euro")
+    assert not m.contains_answer("It is in Europe.", "Euro"), "a word inside another word is no match"
+    assert m.contains_answer("Martinique is in North America", "North America")
+    assert not m.contains_answer("North is up", "North America")
+    assert not m.contains_answer("anything", ""), "an empty answer matches nothing"
+    assert m.exact_match("Paris.", "paris") and m.exact_match("pink noise", "pink_noise")
+    assert not m.exact_match("The capital is Paris.", "Paris") and not m.exact_match("", "")
+
+
+def test_token_f1() -> None:
+    # shared: a, bell, rings -> precision 3/4, recall 3/5
+    assert m.token_f1("a high bell rings", "a low bell rings twice") == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert m.token_f1("Rain, pouring.", "rain pouring") == 1.0
+    assert m.token_f1("", "rain") == 0.0 and m.token_f1("wind", "rain") == 0.0
+    assert m.mean_token_f1(["rain", "x"], ["rain", "y"]) == 0.5
+    with pytest.raises(ValueError):
+        m.mean_token_f1(["a"], [])
+
+
+def test_most_common_normalises_and_breaks_ties_deterministically() -> None:
+    assert m.most_common(["Pink_noise", "pink noise", "bell", "Bell", "tone"]) == "bell", "2 vs 2: sorted first"
+    assert m.most_common(["Pink_noise", "pink noise", "bell", "tone"]) == "Pink_noise"
+    assert m.most_common(["tone", "bell"]) == "bell", "ties go to the first in sorted order"
+    assert m.most_common(["Bell", "bell", "tone"]) == "Bell", "the first spelling is kept"
+    with pytest.raises(ValueError):
+        m.most_common([])
+
+
+def test_accuracy_and_mean() -> None:
+    assert m.accuracy([True, False, True, True]) == 0.75
+    with pytest.raises(ValueError):
+        m.accuracy([])
