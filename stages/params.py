@@ -23,6 +23,8 @@ from stages.tokenizers import TokenizersParams
 from stages.tokenize import TokenizeParams
 from stages.pack import PackParams
 from stages.train import TrainParams
+from stages.evaluate import EvaluateParams
+from stages.report import ReportParams
 
 SECTIONS: dict[str, type] = {
     "base": BaseParams,
@@ -33,6 +35,8 @@ SECTIONS: dict[str, type] = {
     "tokenize": TokenizeParams,
     "pack": PackParams,
     "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "report": ReportParams,
 }
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "profiles"
