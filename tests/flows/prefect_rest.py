@@ -41,6 +41,12 @@ def flow_runs(api_url: str, tag: str) -> list[dict]:
     return post(api_url, "flow_runs/filter", body)
 
 
+def deployment_runs(api_url: str, deployment_id: str) -> list[dict]:
+    """The flow runs of a deployment, newest first."""
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50, "offset": 0, "sort": "START_TIME_DESC"}
+    return post(api_url, "flow_runs/filter", body)
+
+
 def wait_for_run(api_url: str, flow_run_id: str, timeout_s: float) -> dict:
     """Poll a flow run until it reaches a final state (or fail after `timeout_s`); returns the run."""
     deadline = time.monotonic() + timeout_s
