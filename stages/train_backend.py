@@ -74,6 +74,11 @@ def _adam_state(step: int, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor) -> d
     return {"step": torch.tensor(float(step), dtype=torch.float32), "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
 
+def _snapshot(t: torch.Tensor) -> torch.Tensor:
+    """An fp32 CPU copy that later updates cannot change (`.float().cpu()` aliases an fp32 CPU tensor)."""
+    return t.detach().to(device="cpu", dtype=torch.float32, copy=True)
+
+
 def _named_trainable(module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
     return ((n, p) for n, p in module.named_parameters() if p.requires_grad)
 
@@ -113,11 +118,11 @@ class TorchBackend:
     def full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         weights, moments = {}, {}
         for name, p in _named_trainable(self.module):
-            weights[name] = p.detach().float().cpu()
+            weights[name] = _snapshot(p)
             state = self.optimizer.state.get(p, {})
             for m in MOMENTS:
                 if m in state:
-                    moments[moment_key(m, name)] = state[m].detach().float().cpu()
+                    moments[moment_key(m, name)] = _snapshot(state[m])
         return weights, moments
 
     def restore(self, weights: dict[str, torch.Tensor], moments: dict[str, torch.Tensor], step: int) -> None:
@@ -176,7 +181,6 @@ class DeepSpeedBackend:
     def __init__(self, model: nn.Module, optimizer: torch.optim.AdamW, config: dict[str, Any]) -> None:
         import deepspeed
         from deepspeed import comm as dist
-        from deepspeed.accelerator import get_accelerator
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         cuda = torch.cuda.is_available()
@@ -187,7 +191,30 @@ class DeepSpeedBackend:
         self.model, self.module = engine, engine.module
         self.device = torch.device(engine.device) if not isinstance(engine.device, torch.device) else engine.device
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self._accelerator = get_accelerator()
+        self._materialise_optimizer_state()
+
+    def _flat_partitions(self) -> list[torch.Tensor]:
+        """The fp32 tensors this rank's AdamW steps. ZeRO 1/2 leave them in the param groups; ZeRO-3 puts each
+        sub-group's partition (`fp32_partitioned_groups_flat`) into its group only while stepping it."""
+        zero3 = getattr(self._engine.optimizer, "fp32_partitioned_groups_flat", None)
+        if zero3 is not None:
+            return list(zero3)
+        return [flat for group in self._optimizer.param_groups for flat in group["params"]]
+
+    def _materialise_optimizer_state(self) -> None:
+        """Create AdamW's state for every flat fp32 partition now (torch's layout, step 0) and link it to the
+        parameter fragments.
+
+        Why: torch creates the state lazily at the first step, and DeepSpeed 0.19 links fragments to it right
+        after stepping the *first* param group, before the others have state, and never again — the moments of
+        every other group (here: the no-decay group) are then unreachable through the fragment API that
+        `full_state` and `restore` use. Pre-created zero state is exactly what AdamW's first step would create.
+        """
+        for flat in self._flat_partitions():
+            self._optimizer.state[flat] = _adam_state(0, torch.zeros_like(flat), torch.zeros_like(flat))
+        link = getattr(self._engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
+        if link is not None:  # ZeRO 1/2 link fragments to the state once; stage 3 reads the state directly
+            link()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the engine already holds bf16 weights when bf16 is on
@@ -217,31 +244,24 @@ class DeepSpeedBackend:
 
         weights, moments = {}, {}
         for name, p in _named_trainable(self.module):
-            weights[name] = safe_get_full_fp32_param(p).detach().float().cpu()
+            weights[name] = _snapshot(safe_get_full_fp32_param(p))
             for m in MOMENTS:
                 value = safe_get_full_optimizer_state(p, m)
                 if value is not None:
-                    moments[moment_key(m, name)] = value.detach().float().cpu()
+                    moments[moment_key(m, name)] = _snapshot(value)
         return weights, moments
 
     def restore(self, weights: dict[str, torch.Tensor], moments: dict[str, torch.Tensor], step: int) -> None:
-        """Write full fp32 masters and moments back into this rank's partitions.
+        """Write full fp32 masters and moments back into this rank's partitions, and the step count.
 
         The module was loaded from the same weights before `deepspeed.initialize`, so its bf16 copies already
         equal the masters rounded; the masters themselves are rebuilt from the bf16 copies at initialisation and
-        are overwritten here to restore their full precision. AdamW creates its state lazily at the first step,
-        so the state of every flat partition is created first (torch's layout), then linked to the parameter
-        fragments the way DeepSpeed's own first step links it.
+        are overwritten here to restore their full precision.
         """
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
-        if step > 0:
-            for group in self._optimizer.param_groups:
-                for flat in group["params"]:
-                    self._optimizer.state[flat] = _adam_state(step, torch.zeros_like(flat), torch.zeros_like(flat))
-            link = getattr(self._engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
-            if link is not None:  # ZeRO 1/2 link parameter fragments to the state lazily; stage 3 reads it directly
-                link()
+        for flat in self._flat_partitions():
+            self._optimizer.state[flat]["step"].fill_(float(step))
         for name, p in _named_trainable(self.module):
             safe_set_full_fp32_param(p, weights[name].to(self.device))
             if step > 0:
