@@ -2,8 +2,8 @@
 
     dvc repro report
     python -m flows.report --params params.yaml --metrics reports/metrics.json --eval reports/eval \
-        --train-metrics reports/train --validation reports/validation.json --validated data/validated \
-        --shards data/shards --lock dvc.lock --out reports/report.md --plots reports/plots
+        --train-metrics reports/train --validated data/validated --shards data/shards --lock dvc.lock \
+        --out reports/report.md --plots reports/plots
 
 The report is written to `--out` with its plots in `--plots`; the run's artifact is the report itself, so the
 Prefect UI shows the same page.
@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default="reports/metrics.json", help="evaluate's metrics JSON")
     parser.add_argument("--eval", default="reports/eval", help="evaluate's per-item outputs and audio")
     parser.add_argument("--train-metrics", default="reports/train", help="train's dvclive directory")
-    parser.add_argument("--validation", default="reports/validation.json", help="validate's report")
     parser.add_argument("--validated", default="data/validated", help="validated manifests")
     parser.add_argument("--shards", default="data/shards", help="pack output (index.parquet)")
     parser.add_argument("--lock", default="dvc.lock", help="DVC lock file (the train stage's inputs)")
@@ -44,8 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", default="reports/plots", help="output: the report's PNG plots")
     args = parser.parse_args(argv)
     inputs = ReportInputs(metrics=Path(args.metrics), eval_dir=Path(args.eval), train_metrics=Path(args.train_metrics),
-                          validation=Path(args.validation), validated=Path(args.validated), shards=Path(args.shards),
-                          lock=Path(args.lock))
+                          validated=Path(args.validated), shards=Path(args.shards), lock=Path(args.lock))
     runtime.run_stage_flow(report_flow, "report", args.params, inputs, args.out, args.plots)
 
 

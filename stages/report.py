@@ -2,8 +2,8 @@
 
     dvc repro report
     python -m flows.report --params params.yaml --metrics reports/metrics.json --eval reports/eval \\
-        --train-metrics reports/train --validation reports/validation.json --validated data/validated \\
-        --shards data/shards --lock dvc.lock --out reports/report.md --plots reports/plots
+        --train-metrics reports/train --validated data/validated --shards data/shards --lock dvc.lock \\
+        --out reports/report.md --plots reports/plots
 
 Versioned: the report and its plots are committed with the metrics (DVC `cache: false`), so every commit carries
 the report of its own run, and each report shows the change against the previous commit (`dvc metrics diff --md`
@@ -13,12 +13,16 @@ and `dvc params diff --md` against `diff_rev`, through the DVC CLI). Sections:
 2. all metrics per task (`reports/metrics.json`) and a bar chart;
 3. training loss curves from dvclive's per-step TSV files;
 4. metrics and params diff against the previous version;
-5. data: audio hours per split and kind, utterances per task and voice, quarantine counts per rule;
+5. data: audio hours per split and kind, utterances per voice and task, quarantined rows per manifest and rule
+   (the validate stage's `quarantine.parquet`);
 6. lineage: documents per split and task, the leak check for val and test, the train stage's locked inputs;
 7. examples: a few answers per task with links to the model's speech and the codec round trip of the reference.
 
 Every input but the metrics is optional: a missing one is named in its section instead of failing the report,
-so a partial pipeline still reports what it has.
+so a partial pipeline still reports what it has. `dvc.yaml` declares the metrics (evaluate's output, so the stage
+runs after train and evaluate), the manifests and the shard index; the dvclive curves and evaluate's per-item
+outputs are read where those stages leave them but not declared, because a fresh clone has neither before its
+first run (they change only together with the declared metrics).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import polars as pl
 from stages import io
 from stages.eval_data import EVAL_TASKS
 from stages.evaluate import HEADLINES
-from stages.lineage import Lineage, LineageError, locked_stage, markdown
+from stages.lineage import MANIFESTS, Lineage, LineageError, locked_stage, markdown
 
 PLOTS = ("metrics.png", "loss.png")
 
@@ -62,7 +66,6 @@ class ReportInputs:
     metrics: Path
     eval_dir: Path
     train_metrics: Path
-    validation: Path
     validated: Path
     shards: Path
     lock: Path
@@ -180,7 +183,7 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> bool:
     return True
 
 
-def data_section(validated: Path, validation: Path, lineage: Lineage | None) -> str:
+def data_section(validated: Path, lineage: Lineage | None) -> str:
     parts = []
     audio_file = validated / "audio.parquet"
     if audio_file.is_file():
@@ -196,18 +199,20 @@ def data_section(validated: Path, validation: Path, lineage: Lineage | None) -> 
                      .agg(pl.col("utt_id").n_unique().alias("n"))
                      .pivot(on="task", index="voice", values="n", sort_columns=True).fill_null(0).sort("voice"))
         parts.append(f"Utterances per voice and task (packed documents, all splits):\n\n{markdown(per_voice)}")
-    if validation.is_file():
-        report = json.loads(validation.read_text())
-        manifests = pl.DataFrame([{"manifest": name, "checked": r["checked"], "passed": r["passed"],
-                                   "quarantined": r["quarantined"], "fraction": r["quarantine_fraction"]}
-                                  for name, r in sorted(report["manifests"].items())])
-        rules = pl.DataFrame([{"rule": rule, "rows": n} for r in report["manifests"].values()
-                              for rule, n in sorted(r["rules"].items()) if n],
-                             schema={"rule": pl.String, "rows": pl.Int64})
+    quarantine_file = validated / "quarantine.parquet"
+    if quarantine_file.is_file():
+        quarantine = pl.read_parquet(quarantine_file, columns=["manifest", "row_index", "rule"])
+        manifests = pl.DataFrame([{"manifest": name, "passed": pl.scan_parquet(validated / file).select(pl.len())
+                                   .collect().item(),
+                                   "quarantined": quarantine.filter(pl.col("manifest") == name)["row_index"].n_unique()}
+                                  for name, file in sorted(MANIFESTS.items()) if (validated / file).is_file()])
+        rules = quarantine.group_by("manifest", "rule").agg(rows=pl.col("row_index").n_unique()).sort("manifest",
+                                                                                                      "rule")
         rules_md = markdown(rules) if rules.height else "_no rule quarantined a row_"
-        parts.append(f"Validation (quarantine):\n\n{markdown(manifests)}\n\nQuarantined rows by rule:\n\n{rules_md}")
+        parts.append(f"Validation: rows that passed and rows quarantined per manifest\n\n{markdown(manifests)}\n\n"
+                     f"Quarantined rows by rule:\n\n{rules_md}")
     else:
-        parts.append(f"_no validation report at {validation}_")
+        parts.append(f"_no quarantine table at {quarantine_file}_")
     return "\n\n".join(parts)
 
 
@@ -291,7 +296,7 @@ def render(params: ReportParams, inputs: ReportInputs, report_path: Path, plots_
     changes = (f"## Changes against {params.diff_rev}\n\nMetrics:\n\n{diff('metrics', params.diff_rev)}\n\n"
                f"Params:\n\n{diff('params', params.diff_rev)}")
     sections = [title, headline, all_metrics, training, changes,
-                f"## Data\n\n{data_section(inputs.validated, inputs.validation, lineage)}",
+                f"## Data\n\n{data_section(inputs.validated, lineage)}",
                 f"## Lineage\n\n{lineage_section(lineage, inputs.lock)}",
                 f"## Examples\n\n{examples_section(inputs.eval_dir, report_dir, params.examples)}"]
     return "\n\n".join(sections) + "\n"

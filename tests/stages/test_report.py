@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lineage_corpus
 import numpy as np
+import polars as pl
 import pytest
 import soundfile as sf
 import yaml
@@ -44,14 +45,15 @@ def fixture_inputs(root: Path, leak: str | None = None) -> ReportInputs:
     io.write_text("step\tloss\n0\t5.0\n1\t4.0\n2\t3.5\n", train / "train" / "loss.tsv")
     io.write_text("step\tloss\n0\t5.2\n2\t3.9\n", train / "val" / "loss.tsv")
     io.write_text("step\ttext_loss\n0\t2.0\n2\t1.0\n", train / "train" / "text_loss.tsv")
-    io.write_json({"manifests": {"audio": {"checked": 7, "passed": 6, "quarantined": 1, "quarantine_fraction": 0.14,
-                                           "rules": {"audio.decodes": 1, "audio.mono": 0}}}},
-                  root / "validation.json")
+    io.write_parquet(pl.DataFrame({"manifest": ["audio", "audio", "samples"], "row_index": [3, 3, 9],
+                                   "row_id": ["u-x", "u-x", "smp-x"], "rule": ["audio.decodes", "audio.mono",
+                                                                               "samples.parent_quarantined"],
+                                   "detail": ["", "", ""]}), validated / "quarantine.parquet")
     lock = root / "dvc.lock"
     lock.write_text(yaml.safe_dump({"stages": {"train": {"deps": [{"path": "data/shards", "md5": "abc.dir"}],
                                                          "outs": [{"path": "models/ttt", "md5": "def.dir"}]}}}))
     return ReportInputs(metrics=root / "metrics.json", eval_dir=eval_dir, train_metrics=root / "train",
-                        validation=root / "validation.json", validated=validated, shards=shards, lock=lock)
+                        validated=validated, shards=shards, lock=lock)
 
 
 def fake_diff(kind: str, rev: str) -> str:
@@ -72,7 +74,8 @@ def test_report_has_every_section_with_numbers_baselines_and_links(tmp_path: Pat
     assert "| tts | TTS intelligibility (judge WER) ↓ | 0.700 | 0.950 | 0.300 | **yes** |" in text
     assert "| qa | spoken QA: written answer accuracy ↑ | 0.100 | 0.200 |  | no |" in text
     assert "| metrics | HEAD |" in text and "| params | HEAD |" in text
-    assert "| audio.decodes | 1 |" in text and "audio.mono" not in text, "only rules that quarantined rows"
+    assert "| audio | audio.decodes | 1 |" in text and "| samples | samples.parent_quarantined | 1 |" in text
+    assert "| audio | 6 | 1 |" in text and "| facts | 2 | 0 |" in text, "passed and quarantined rows per manifest"
     assert "| flite:awb | 1 | 1 | 0 |" in text and "| procedural:bell | 0 | 0 | 2 |" in text, "per voice and task"
     assert "no leak" in text and "| deps | data/shards | abc.dir |" in text
     assert "the hat" in text and "a dog" not in text, "one example per task"
@@ -96,11 +99,11 @@ def test_missing_optional_inputs_are_named_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "reports" / "plots").mkdir(parents=True)
     (tmp_path / "reports" / "plots" / "loss.png").write_bytes(b"stale")
     bare = ReportInputs(metrics=inputs.metrics, eval_dir=tmp_path / "none", train_metrics=tmp_path / "none",
-                        validation=tmp_path / "none.json", validated=tmp_path / "none", shards=tmp_path / "none",
+                        validated=tmp_path / "none", shards=tmp_path / "none",
                         lock=tmp_path / "none.lock")
     text = render(tmp_path, bare)
     assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == SECTIONS
-    for note in ("no dvclive loss curves", "no audio manifest", "no validation report", "no shard index",
+    for note in ("no dvclive loss curves", "no audio manifest", "no quarantine table", "no shard index",
                  "no per-item outputs"):
         assert note in text
     assert not (tmp_path / "reports" / "plots" / "loss.png").exists(), "a plot this version cannot draw is removed"
