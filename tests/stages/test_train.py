@@ -7,6 +7,7 @@ few KB); `train_mini_fixture.py` there builds it and rewrites the golden curve a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -197,3 +198,21 @@ def test_the_exported_model_loads_with_transformers(tmp_path):
     assert summary["step"] == 1 and {"text_loss", "audio_loss", "loss"} <= set(summary["val"])
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "tokens"} <= set(summary["train"])
     assert metrics[-1]["val/loss"] == pytest.approx(summary["val"]["loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is the optional `gpu` extra (pip install -e .[gpu])")
+def test_the_deepspeed_backend_trains_the_golden_curve(tmp_path, monkeypatch):
+    """The whole recipe on DeepSpeed (ZeRO-2, fp32, CPU, rank 0 of 1): the same curve as the torch backend."""
+    from stages.train_backend import _free_port
+
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", str(_free_port()))):
+        monkeypatch.setenv(key, value)
+    stored = json.loads(golden.GOLDEN.read_text())["losses"]
+    curves = run_mini(tmp_path, backend="deepspeed")
+    for got, want in zip(curves, stored, strict=True):
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=2e-3, abs=1e-4), (got["step"], name)
+    assert ckpt.read_state(tmp_path / "model")["config"]["deepspeed"]["zero_optimization"]["stage"] == 2
