@@ -19,7 +19,9 @@ warm-up):
   by the codec (`--codec`: an embedded-codec-shaped decoder with random weights — same shapes and cost as a fitted
   one —, a fitted codec directory, or `none`);
 - `answer_s`: the whole answer, PCM decoding excluded.
-Ratios: ours/reference and ours/ar audio tokens per second, and first-span latency.
+Each figure is given on two clocks, `wall` and `cpu` (this process's CPU time: on a shared, oversubscribed CPU
+machine, with `--threads 1`, the stable measure of the work itself). Ratios: ours/reference and ours/ar audio
+tokens per second, and the first-span latency speed-up, per clock.
 
 Run::
 
@@ -114,63 +116,101 @@ def make_decode(kind: str, audio_size: int) -> tuple[Callable[[np.ndarray], np.n
                           f"{config.griffin_lim_iters} Griffin-Lim iterations)")
 
 
-def measure(events: Iterator[Event], decode: Callable[[np.ndarray], np.ndarray] | None,
-            begins: tuple[int, int], device: torch.device) -> dict[str, Any]:
-    """Timings of one answer (see the module docstring for the definitions)."""
-    decode_s = 0.0
+#: Clocks every figure is given in. `wall` is what a user waits; `cpu` is this process's CPU time, which on a shared,
+#: oversubscribed CPU machine (run with `--threads 1`) is the stable measure of the work itself. On a GPU use `wall`.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+FIGURES = ("audio_tokens_per_s", "span_s", "answer_s", "first_span_ms", "first_pcm_ms")
+Stamp = dict[str, float]
 
-    def timed_decode(codes: np.ndarray) -> np.ndarray:
-        nonlocal decode_s
-        t = time.perf_counter()
-        pcm = decode(codes)
-        decode_s += time.perf_counter() - t
-        return pcm
 
-    def now() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
+def stamp(device: torch.device) -> Stamp:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {name: clock() for name, clock in CLOCKS.items()}
 
-    stream = stream_pcm(events, timed_decode) if decode is not None else events
-    start = now()
-    span_start: float | None = None
-    span_decode_s = span_s = 0.0
+
+def figures(stamps: list[tuple[Event | None, Stamp, Stamp]], clock: str, begins: tuple[int, int]) -> dict[str, Any]:
+    """The figures of one answer on one clock from `(event, time, PCM decoding time so far)` stamps."""
+    _, t0, d0 = stamps[0]
+    span_start: tuple[float, float] | None = None
+    span_s = 0.0
     first_begin = first_span = first_pcm = None
     codes = 0
-    done: Done | None = None
-    for event in stream:
-        t = now()
+    for event, t, decoded in stamps[1:]:
+        now, dec = t[clock], decoded[clock]
         if isinstance(event, TextToken):
             if span_start is not None:
-                span_s += t - span_start - (decode_s - span_decode_s)
+                span_s += (now - span_start[0]) - (dec - span_start[1])
                 span_start = None
             if event.token_id in begins:
-                span_start, span_decode_s = t, decode_s
-                first_begin = t if first_begin is None else first_begin
+                span_start = (now, dec)
+                first_begin = now if first_begin is None else first_begin
         elif isinstance(event, AudioSpan):
             codes += len(event.codes)
-            first_span = t - first_begin if first_span is None else first_span
+            first_span = now - first_begin if first_span is None else first_span
         elif isinstance(event, PcmChunk):
-            first_pcm = t - first_begin if first_pcm is None else first_pcm
-        elif isinstance(event, Done):
-            done = event
-    total = now() - start - decode_s
-    assert done is not None and span_start is None, "the scripted answer must close every span and end"
-    return {"audio_tokens": codes, "answer_tokens": len(done.token_ids), "audio_tokens_per_s": codes / span_s,
-            "span_s": span_s, "answer_s": total, "first_span_ms": 1e3 * first_span,
-            "first_pcm_ms": None if first_pcm is None else 1e3 * first_pcm, "token_ids": done.token_ids}
+            first_pcm = now - first_begin if first_pcm is None else first_pcm
+    _, t_end, d_end = stamps[-1]
+    if span_start is not None or first_span is None:
+        raise RuntimeError("the scripted answer must open and close its spans and end")
+    return {"audio_tokens_per_s": codes / span_s, "span_s": span_s,
+            "answer_s": (t_end[clock] - t0[clock]) - (d_end[clock] - d0[clock]), "first_span_ms": 1e3 * first_span,
+            "first_pcm_ms": None if first_pcm is None else 1e3 * first_pcm}
+
+
+def measure(events: Iterator[Event], decode: Callable[[np.ndarray], np.ndarray] | None,
+            begins: tuple[int, int], device: torch.device) -> dict[str, Any]:
+    """Timings of one answer on every clock (see the module docstring for the definitions)."""
+    decoding = {name: 0.0 for name in CLOCKS}
+
+    def timed_decode(codes: np.ndarray) -> np.ndarray:
+        before = stamp(device)
+        pcm = decode(codes)
+        after = stamp(device)
+        for name in decoding:
+            decoding[name] += after[name] - before[name]
+        return pcm
+
+    stream = stream_pcm(events, timed_decode) if decode is not None else events
+    stamps: list[tuple[Event | None, Stamp, Stamp]] = [(None, stamp(device), dict(decoding))]
+    for event in stream:
+        stamps.append((event, stamp(device), dict(decoding)))
+    done = stamps[-1][0]
+    if not isinstance(done, Done):
+        raise RuntimeError("the sampler ended without a Done event")
+    audio = sum(len(e.codes) for e, _, _ in stamps if isinstance(e, AudioSpan))
+    return {**{clock: figures(stamps, clock, begins) for clock in CLOCKS}, "audio_tokens": audio,
+            "answer_tokens": len(done.token_ids), "token_ids": done.token_ids}
 
 
 def run_decoder(decoder: Decoder, model: Any, prompt: list[int], spec: TokenSpec, config: SamplerConfig,
                 hook: LogitsHook, decode: Any, repeats: int, warmup: bool = True) -> dict[str, Any]:
-    """`repeats` timed answers (after one untimed warm-up unless `warmup` is False); medians."""
+    """`repeats` timed answers (after one untimed warm-up unless `warmup` is False); medians per clock."""
     begins = (spec.begin_audio_id, spec.begin_audio_tail_id)
     runs = [measure(decoder(model, prompt, spec, config, logits_hook=hook), decode, begins, model.device)
             for _ in range(repeats + warmup)][int(warmup):]
-    keys = ("audio_tokens_per_s", "span_s", "answer_s", "first_span_ms", "first_pcm_ms")
-    out = {k: (None if runs[0][k] is None else round(statistics.median(r[k] for r in runs), 4)) for k in keys}
-    return {**out, "audio_tokens": runs[0]["audio_tokens"], "answer_tokens": runs[0]["answer_tokens"],
+
+    def median(clock: str, key: str) -> float | None:
+        values = [r[clock][key] for r in runs]
+        return None if values[0] is None else round(statistics.median(values), 4)
+
+    return {**{clock: {key: median(clock, key) for key in FIGURES} for clock in CLOCKS},
+            "audio_tokens": runs[0]["audio_tokens"], "answer_tokens": runs[0]["answer_tokens"],
             "token_ids": runs[0]["token_ids"]}
+
+
+def ratios(ours: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """ours / other audio tokens per second, and other / ours first-span latency, per clock."""
+    return {f"{kind}_{clock}": round(value, 2) for clock in CLOCKS for kind, value in (
+        ("audio_tokens_per_s", ours[clock]["audio_tokens_per_s"] / other[clock]["audio_tokens_per_s"]),
+        ("first_span_speedup", other[clock]["first_span_ms"] / ours[clock]["first_span_ms"]))}
+
+
+def summary(d: dict[str, Any]) -> str:
+    w, c = d["wall"], d["cpu"]
+    pcm = "" if c["first_pcm_ms"] is None else f", first PCM {c['first_pcm_ms']:.0f}"
+    return (f"{c['audio_tokens_per_s']:.1f} audio tok/s cpu ({w['audio_tokens_per_s']:.1f} wall), "
+            f"first span {c['first_span_ms']:.0f} ms cpu{pcm}")
 
 
 def bench_model(name: str, args: argparse.Namespace, spec: TokenSpec, decode: Any) -> dict[str, Any]:
@@ -181,30 +221,27 @@ def bench_model(name: str, args: argparse.Namespace, spec: TokenSpec, decode: An
     result: dict[str, Any] = {"model": name, "preset": preset, "overrides": overrides,
                               "parameters": sum(p.numel() for p in model.parameters()), "prompt_tokens": len(prompt),
                               "audio_tokens": n_audio, "settings": []}
-    base = SamplerConfig(max_new_tokens=4096, chunk_len=args.chunk_len, block_len=args.block_len,
-                         max_audio_len=args.tail + 1)
-    ar = run_decoder(generate_ar, model, prompt, spec, base, hook, decode, args.repeats)
+
+    def config(steps: int) -> SamplerConfig:
+        return SamplerConfig(max_new_tokens=4096, chunk_len=args.chunk_len, block_len=args.block_len,
+                             steps_per_block=steps, max_audio_len=args.tail + 1)
+
+    ar = run_decoder(generate_ar, model, prompt, spec, config(1), hook, decode, args.repeats)
     ar.pop("token_ids")
     result["ar"] = ar
-    print(f"[{name}] ar: {ar['audio_tokens_per_s']:.1f} audio tok/s, first span {ar['first_span_ms']:.0f} ms",
-          flush=True)
+    print(f"[{name}] ar: {summary(ar)}", flush=True)
     for steps in args.steps:
-        config = SamplerConfig(max_new_tokens=4096, chunk_len=args.chunk_len, block_len=args.block_len,
-                               steps_per_block=steps, max_audio_len=args.tail + 1)
-        ours = run_decoder(generate, model, prompt, spec, config, hook, decode, args.repeats)
-        ref = run_decoder(reference_generate, model, prompt, spec, config, hook, decode, args.reference_repeats,
-                          warmup=False)  # minutes per answer: warm-up effects are noise
+        ours = run_decoder(generate, model, prompt, spec, config(steps), hook, decode, args.repeats)
+        ref = run_decoder(reference_generate, model, prompt, spec, config(steps), hook, decode,
+                          args.reference_repeats, warmup=False)  # minutes per answer: warm-up effects are noise
         same = ours.pop("token_ids") == ref.pop("token_ids")
         setting = {"block_len": args.block_len, "chunk_len": args.chunk_len, "steps_per_block": steps,
                    "ours": ours, "reference": ref, "same_tokens_as_reference": same,
-                   "ratio_ours_vs_reference": round(ours["audio_tokens_per_s"] / ref["audio_tokens_per_s"], 2),
-                   "ratio_ours_vs_ar": round(ours["audio_tokens_per_s"] / ar["audio_tokens_per_s"], 2),
-                   "first_span_speedup_vs_ar": round(ar["first_span_ms"] / ours["first_span_ms"], 2)}
+                   "ours_vs_reference": ratios(ours, ref), "ours_vs_ar": ratios(ours, ar)}
         result["settings"].append(setting)
-        print(f"[{name}] steps {steps}: ours {ours['audio_tokens_per_s']:.1f} tok/s (first span "
-              f"{ours['first_span_ms']:.0f} ms, first PCM {ours['first_pcm_ms'] or float('nan'):.0f} ms), reference "
-              f"{ref['audio_tokens_per_s']:.1f} tok/s -> x{setting['ratio_ours_vs_reference']} vs reference, "
-              f"x{setting['ratio_ours_vs_ar']} vs ar; same tokens: {same}", flush=True)
+        print(f"[{name}] steps {steps}: ours {summary(ours)}; reference {summary(ref)}; ours/reference "
+              f"x{setting['ours_vs_reference']['audio_tokens_per_s_cpu']}, ours/ar "
+              f"x{setting['ours_vs_ar']['audio_tokens_per_s_cpu']} (cpu clock); same tokens: {same}", flush=True)
     return result
 
 
