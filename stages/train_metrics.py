@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 PLOTS_SUBDIR = Path("plots") / "metrics"
 
 
@@ -61,6 +59,9 @@ class ProgressBar:
     """A rich progress bar over optimizer steps that shows the latest loss, validation loss and tokens/s."""
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)  # here, so GPU boxes with torch + transformers only import us
+
         self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                   TimeRemainingColumn(), TextColumn("{task.fields[status]}"), disable=not enabled)
         self._task = self._progress.add_task("train", total=total, completed=start, status="")
