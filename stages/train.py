@@ -332,8 +332,11 @@ class TrainRecipe:
         return None
 
     def _model(self, resume: Path | None) -> torch.nn.Module:
+        from transformers.utils import logging as hf_logging
+
         from model.modeling import TttForCausalLM, build_model, load_qwen2_backbone  # transformers: seconds
 
+        hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise; ours is enough
         p = self.params
         if resume is not None:
             return TttForCausalLM.from_pretrained(resume, attn_implementation=self.attn, dtype=torch.float32)
