@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizers", default="models/tokenizers", help="tokenizers output")
     parser.add_argument("--out", default="data/shards", help="output directory for the shards and index")
     args = parser.parse_args(argv)
-    base = load_base(args.params)
-    pack_flow.with_options(tags=runtime.run_tags("pack", base.profile))(
-        args.params, args.validated, args.tokens, args.tokenizers, args.out)
+    runtime.run_stage_flow(pack_flow, "pack", args.params, args.validated, args.tokens, args.tokenizers, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from flows import runtime
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from stages.base import load_base
 from stages.config import load_section
 from stages.tokenize import TokenizeJob, TokenizeParams, collect_index, plan_jobs, tokenize_shard
 
@@ -47,11 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizers", default="models/tokenizers", help="tokenizers output")
     parser.add_argument("--out", default="data/tokens", help="output directory for the token shards and index")
     args = parser.parse_args(argv)
-    base = load_base(args.params)
     params = load_section(args.params, "tokenize", TokenizeParams)
     runner = runtime.make_task_runner(params.task_runner, params.max_workers)
-    tokenize_flow.with_options(task_runner=runner, tags=runtime.run_tags("tokenize", base.profile))(
-        args.params, args.validated, args.audio, args.tokenizers, args.out)
+    runtime.run_stage_flow(tokenize_flow, "tokenize", args.params, args.validated, args.audio, args.tokenizers,
+                           args.out, task_runner=runner)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--audio", default="data/audio", help="synthesize output (audio shards)")
     parser.add_argument("--out", default="models/tokenizers", help="output directory (text/ and audio/)")
     args = parser.parse_args(argv)
-    base = load_base(args.params)
-    tokenizers_flow.with_options(tags=runtime.run_tags("tokenizers", base.profile))(
-        args.params, args.validated, args.audio, args.out)
+    runtime.run_stage_flow(tokenizers_flow, "tokenizers", args.params, args.validated, args.audio, args.out)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ class CodeStore:
     def __contains__(self, utt_id: object) -> bool:
         return utt_id in self._where
 
+    @property
+    def utt_ids(self) -> list[str]:
+        return list(self._where)
+
     def get(self, utt_id: str) -> np.ndarray:
         shard, offset, length = self._where[utt_id]
         if shard not in self._arrays:
@@ -159,7 +163,7 @@ def _copies(weight: float, train: bool, rng: np.random.Generator, n: int) -> np.
     return math.floor(weight) + (rng.random(n) < weight - math.floor(weight)).astype(int)
 
 
-def plan_sample_documents(samples: pl.DataFrame, split: str, params: PackParams, seed: int, has_audio: CodeStore,
+def plan_sample_documents(samples: pl.DataFrame, split: str, params: PackParams, seed: int, codes: CodeStore,
                           dropped: dict[str, int]) -> list[DocPlan]:
     """Documents from the chat samples of one split (sorted by sample id, so the plan is order-independent)."""
     unknown = sorted(set(samples["task"]) - set(INSTRUCTIONS))
@@ -172,7 +176,7 @@ def plan_sample_documents(samples: pl.DataFrame, split: str, params: PackParams,
         copies = _copies(params.weight(task), split == "train", rng, rows.height)
         for row, n_copies in zip(rows.iter_rows(named=True), copies):
             turns = tuple((t["role"], t["text"], t["utt_id"]) for t in row["turns"])
-            if any(u is not None and u not in has_audio for _, _, u in turns):
+            if any(u is not None and u not in codes for _, _, u in turns):
                 dropped["missing_audio"] = dropped.get("missing_audio", 0) + int(n_copies)
                 continue
             for copy in range(int(n_copies)):
@@ -183,10 +187,10 @@ def plan_sample_documents(samples: pl.DataFrame, split: str, params: PackParams,
 
 
 def plan_interleaved_documents(utterances: pl.DataFrame, split: str, params: PackParams, seed: int,
-                               has_audio: CodeStore) -> list[DocPlan]:
+                               codes: CodeStore) -> list[DocPlan]:
     """Groups of `interleaved_min..max` speech utterances of one split, each piece speaking or listening."""
-    speech = (utterances.filter((pl.col("kind") != "sound") & (pl.col("text").str.len_chars() > 0))
-              .sort("utt_id").filter(pl.col("utt_id").is_in([u for u in utterances["utt_id"] if u in has_audio])))
+    speech = utterances.filter((pl.col("kind") != "sound") & (pl.col("text").str.len_chars() > 0)
+                               & pl.col("utt_id").is_in(codes.utt_ids)).sort("utt_id")
     rng = _rng(seed, SPLITS.index(split), len(TASKS))
     copies = _copies(params.weight(INTERLEAVED), split == "train", rng, speech.height)
     slots = np.repeat(np.arange(speech.height), copies)

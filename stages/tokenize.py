@@ -34,6 +34,7 @@ import polars as pl
 from stages import io
 from stages.audio_io import SAMPLE_RATE
 from stages.audio_shards import read_clips, shard_groups
+from stages.audio_codec import SpeechCodec
 from stages.tokenizers import codec_fingerprint, load_codec
 
 #: Bump when the codes written for the same inputs and codec change, so resumed runs redo stale shards.
@@ -48,10 +49,11 @@ INDEX_SCHEMA = {"utt_id": pl.String, "split": pl.String, "shard": pl.String, "of
 class TokenizeParams:
     """`tokenize` section of params.yaml."""
 
-    max_workers: int = 1
-    """Shards encoded at once. One worker already uses `torch_threads` cores inside the codec's batched analysis."""
-    torch_threads: int = 2
-    """Intra-op threads per worker (workers x threads should equal the cores you give the stage)."""
+    max_workers: int = 2
+    """Shards encoded at once (workers x torch_threads = the cores you give the stage)."""
+    torch_threads: int = 1
+    """Intra-op threads per worker. One thread per worker scales best: the codec's FFTs and matmuls are too small
+    for intra-op threads to pay off (`benchmarks/tokenize.py`: 1 x 2 runs at about half the speed of 2 x 1)."""
     task_runner: Literal["thread", "process", "dask", "ray"] = "thread"
     """Prefect task runner the flow maps shards with."""
 
@@ -82,10 +84,11 @@ def plan_jobs(validated_dir: str | Path, tokenizers_dir: str | Path) -> list[Tok
     return jobs
 
 
-_CODECS: dict[str, object] = {}  # per process: the codec loads once, every shard reuses it
+_CODECS: dict[str, SpeechCodec] = {}
 
 
-def _codec(tokenizers_dir: str):
+def cached_codec(tokenizers_dir: str) -> SpeechCodec:
+    """The codec of `tokenizers_dir`, loaded once per process and reused by every shard that process encodes."""
     if tokenizers_dir not in _CODECS:
         _CODECS[tokenizers_dir] = load_codec(tokenizers_dir)
     return _CODECS[tokenizers_dir]
@@ -106,7 +109,7 @@ def tokenize_shard(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_di
     if done.is_file() and json.loads(done.read_text()).get("key") == job.key:
         return 0
     torch.set_num_threads(torch_threads)
-    codec = _codec(tokenizers_dir)
+    codec = cached_codec(tokenizers_dir)
     ids, pcms = zip(*read_clips(audio_dir, job.audio_shard, job.utt_ids)) if job.utt_ids else ((), ())
     start = time.perf_counter()
     codes = codec.encode_batch(list(pcms))
