@@ -26,6 +26,8 @@ tokens per second, and the first-span latency speed-up, per clock.
 Run::
 
     .venv/bin/python benchmarks/inference.py --threads 1   # CPU: tiny + medium -> reports/benchmarks/inference.json
+    .venv/bin/python benchmarks/inference.py --threads 1 --prompt-audio 750 --steps 8 --repeats 2 \
+        --out reports/benchmarks/inference_long_context.json   # a 30 s spoken question: ~770 prompt tokens
     .venv/bin/python benchmarks/inference.py --models tiny --steps 8 --repeats 1 --chunks 1 --tail 20  # smoke test
     python benchmarks/inference.py --device cuda --models gpu       # the 0.5B shape on a GPU
 """
