@@ -13,9 +13,6 @@ Run (about 15 minutes on an idle 2-core machine; much longer when it is shared):
 
     .venv/bin/python -m benchmarks.audio_codec          # full table -> reports/benchmarks/audio_codec.json
     .venv/bin/python -m benchmarks.audio_codec --fit-clips 60 --dev-clips 8 --settings 25:256 --decoder-steps 50
-
-(`-m` from the repository root: run as a file, the script's folder would shadow standard modules with its
-sibling benchmarks, e.g. `benchmarks/tokenize.py`.)
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class TokenizeParams:
     """Shards encoded at once (workers x torch_threads = the cores you give the stage)."""
     torch_threads: int = 1
     """Intra-op threads per worker. One thread per worker scales best: the codec's FFTs and matmuls are too small
-    for intra-op threads to pay off (`benchmarks/tokenize.py`: 1 x 2 runs at about half the speed of 2 x 1)."""
+    for intra-op threads to pay off (`benchmarks/tokenize_speed.py`: 1 x 2 runs at about half the speed of 2 x 1)."""
     task_runner: Literal["thread", "process", "dask", "ray"] = "thread"
     """Prefect task runner the flow maps shards with."""
 

@@ -9,8 +9,8 @@ summed over workers). The stage's target is >= 100x real time on 2 cores.
 
 Run (after `dvc repro tokenizers`, or on any validated manifest + audio shards + tokenizers dir)::
 
-    .venv/bin/python benchmarks/tokenize.py                        # -> reports/benchmarks/tokenize.json
-    .venv/bin/python benchmarks/tokenize.py --validated /tmp/v --audio /tmp/a --tokenizers /tmp/t --shards 4
+    .venv/bin/python benchmarks/tokenize_speed.py                        # -> reports/benchmarks/tokenize_speed.json
+    .venv/bin/python benchmarks/tokenize_speed.py --validated /tmp/v --audio /tmp/a --tokenizers /tmp/t --shards 4
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--tokenizers", default="models/tokenizers")
     parser.add_argument("--shards", type=int, default=6, help="audio shards to tokenize per layout")
     parser.add_argument("--layouts", nargs="+", default=list(DEFAULT_LAYOUTS), help="WORKERSxTHREADS:POOL, e.g. 2x1:thread")
-    parser.add_argument("--out", default="reports/benchmarks/tokenize.json")
+    parser.add_argument("--out", default="reports/benchmarks/tokenize_speed.json")
     args = parser.parse_args()
 
     jobs = plan_jobs(args.validated, args.tokenizers)[:args.shards]
