@@ -18,6 +18,7 @@ tokenising that rendering. The instruction texts live here because the tokenizer
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -183,19 +184,23 @@ def render_interleaved(pieces: Sequence[Utterance], spec: TokenSpec, encode: Enc
                        audio_chunk: int = 26) -> Document:
     """An interleaved "pretraining" document: one assistant turn alternating text and speech of several utterances.
 
-    Everything after the `<|im_start|>assistant\\n` header trains: a speaking piece is laid out like a spoken answer,
-    a listening piece is its whole speech as one tail span followed by its transcript and a newline.
+    Everything after the `<|im_start|>assistant\\n` header trains. Consecutive speaking pieces form one run laid out
+    like a spoken answer over their joined texts and concatenated speech: single sentences are mostly shorter than
+    one text chunk, so only runs of several give the layout's 13:26 chunk spans enough text to appear. A listening
+    piece is its whole speech as one tail span followed by its transcript and a newline.
     """
     if not pieces:
         raise ValueError("an interleaved document needs at least one utterance")
     w = _Writer(spec, encode)
     w.open_turn("assistant")
-    for piece in pieces:
-        audio = w.audio_ids(piece.codes)
-        if piece.speak:
-            w.interleaved(encode(piece.text), audio, ROLE_ASSISTANT, text_chunk, audio_chunk)
-        else:
-            w.span("tail", spec.begin_audio_tail_id, spec.end_audio_tail_id, audio, ROLE_ASSISTANT)
+    for speak, run in itertools.groupby(pieces, key=lambda p: p.speak):
+        run = list(run)
+        if speak:
+            audio = w.audio_ids(np.concatenate([np.asarray(p.codes) for p in run]))
+            w.interleaved(encode(" ".join(p.text for p in run)), audio, ROLE_ASSISTANT, text_chunk, audio_chunk)
+            continue
+        for piece in run:
+            w.span("tail", spec.begin_audio_tail_id, spec.end_audio_tail_id, w.audio_ids(piece.codes), ROLE_ASSISTANT)
             w.text(f"{piece.text}\n", ROLE_ASSISTANT)
     w.close_turn(ROLE_ASSISTANT)
     return w.doc

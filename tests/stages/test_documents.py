@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.layout import interleave_assistant
 from model.vocab import ROLE_ASSISTANT, ROLE_PROMPT, TokenSpec, audio_token
 from stages.documents import INSTRUCTIONS, ChatTurn, Utterance, render_chat, render_interleaved
 from stages.text_tokenizer import load_tokenizer, train_text_tokenizer
@@ -147,22 +148,32 @@ def test_multi_turn_chat_trains_every_assistant_turn_and_no_user_turn(tok_spec, 
 
 
 def test_interleaved_document_is_one_trained_assistant_turn(tok_spec, encode):
+    """Consecutive speaking pieces share one interleaved run; a listening piece is a tail span then its text."""
     tok, spec = tok_spec
-    pieces = [Utterance("the bell rings once .", codes(30, 1), speak=True),
-              Utterance("a dog barks twice .", codes(25, 2), speak=False),
-              Utterance("seven plus five is twelve .", codes(12, 3), speak=True)]
-    doc = render_interleaved(pieces, spec, encode)
+    a, b, c, d = codes(30, 1), codes(25, 2), codes(12, 3), codes(20, 4)
+    pieces = [Utterance("the bell rings once .", a, speak=True), Utterance("seven plus five is twelve .", b, speak=True),
+              Utterance("a dog barks twice .", c, speak=False), Utterance("madrid is the capital .", d, speak=True)]
+    doc = render_interleaved(pieces, spec, encode, text_chunk=4, audio_chunk=8)
+
+    def vocab(x: np.ndarray) -> list[int]:
+        return (x + spec.audio_start).tolist()
+
     header = [spec.im_start_id, *encode("assistant\n")]
-    assert doc.ids[:len(header)] == header and doc.prompt_len == len(header)
+    expected = (header
+                + interleave_assistant(encode("the bell rings once . seven plus five is twelve ."),
+                                       vocab(np.concatenate([a, b])), spec, 4, 8)
+                + [spec.begin_audio_tail_id, *vocab(c), spec.end_audio_tail_id, *encode("a dog barks twice .\n")]
+                + interleave_assistant(encode("madrid is the capital ."), vocab(d), spec, 4, 8)
+                + [spec.im_end_id, *encode("\n")])
+    assert doc.ids == expected
+    assert doc.prompt_len == len(header)
     assert set(doc.roles[len(header):-1]) == {ROLE_ASSISTANT} and doc.roles[-1] == ROLE_PROMPT
-    expected = ("<|im_start|>assistant\nthe bell rings once ." + span_text(codes(30, 1), "<|begin_of_audio_tail|>",
-                                                                           "<|end_of_audio_tail|>")
-                + span_text(codes(25, 2), "<|begin_of_audio_tail|>", "<|end_of_audio_tail|>")
-                + "a dog barks twice .\nseven plus five is twelve ."
-                + span_text(codes(12, 3), "<|begin_of_audio_tail|>", "<|end_of_audio_tail|>") + "<|im_end|>\n")
-    assert tok.decode(doc.ids) == expected
-    assert [(s.kind, s.length) for s in doc.spans] == [("tail", 30), ("tail", 25), ("tail", 12)]
-    assert doc.tail == (doc.spans[-1].start, 12)
+    kinds = [s.kind for s in doc.spans]
+    assert "chunk" in kinds and kinds.count("tail") == 3
+    spans = np.concatenate([np.array(doc.ids[s.start:s.start + s.length]) for s in doc.spans]) - spec.audio_start
+    assert spans.tolist() == np.concatenate([a, b, c, d]).tolist(), "every code once, in utterance order"
+    assert doc.tail == (doc.spans[-1].start, doc.spans[-1].length)
+    assert tok.decode(doc.ids).startswith("<|im_start|>assistant\nthe bell")
 
 
 def test_invalid_turns_are_refused(tok_spec, encode):
