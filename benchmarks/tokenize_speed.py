@@ -15,20 +15,17 @@ Run (after `dvc repro tokenizers`, or on any validated manifest + audio shards +
 
 from __future__ import annotations
 
+import argparse
+import json
+import multiprocessing
 import os
 import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and this file would shadow the standard library's
-# `tokenize` (which linecache imports); put the repository root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
