@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     rows = []
     for setting in args.settings:
         rate, size = setting.split(":")
-        cfg = CodecConfig(token_rate_hz=float(rate), codebook_size=int(size), decoder_steps=args.decoder_steps)
+        cfg = CodecConfig(token_rate_hz=float(rate), codebook_size=int(size), decoder_width=args.decoder_width,
+                          decoder_steps=args.decoder_steps)
         t0 = time.perf_counter()
         codec = AudioCodec.fit(fit_clips, cfg, seed=args.seed)
         fit_s = time.perf_counter() - t0
@@ -180,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             print(json.dumps(row), flush=True)
     return {
         "voices": list(VOICES), "seed": args.seed, "fit_clips": len(fit_clips), "fit_seconds": round(fit_seconds, 1),
-        "dev_clips": len(dev_clips), "dev_seconds": round(dev_seconds, 1), "decoder_steps": args.decoder_steps,
+        "dev_clips": len(dev_clips), "dev_seconds": round(dev_seconds, 1), "decoder_width": args.decoder_width,
+        "decoder_steps": args.decoder_steps,
         "torch_threads": _torch_threads(), "load_average_1m_at_end": round(os.getloadavg()[0], 1),
         "originals": originals, "rows": rows,
     }
@@ -215,6 +217,7 @@ def main() -> None:
     p.add_argument("--fit-clips", type=int, default=500)
     p.add_argument("--dev-clips", type=int, default=48)
     p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), help="RATE:CODES pairs")
+    p.add_argument("--decoder-width", type=int, default=CodecConfig.decoder_width)
     p.add_argument("--decoder-steps", type=int, default=CodecConfig.decoder_steps)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("reports/benchmarks/audio_codec.json"))

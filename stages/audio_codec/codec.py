@@ -46,7 +46,9 @@ BATCH_SAMPLES = 60 * 16000
 class CodecConfig:
     """Everything that defines a codec; saved beside its weights and loaded strictly.
 
-    The defaults are the tiny-profile choice from `benchmarks/audio_codec.py` (25 Hz, 4096 codes, learned decoder).
+    The defaults are the choice from `benchmarks/audio_codec.py` on flite voices (500 fit / 48 held-out clips):
+    25 Hz, 4096 codes, learned decoder, smoothing 0.15 -> whisper-tiny judge WER 0.184 (originals 0.082; centroid
+    decoder 0.200; 25 Hz/1024 codes 0.31; 12.5 Hz 0.32). Width 192 / 1000 steps gave 0.171 for ~30 % more fit time.
     """
 
     token_rate_hz: float = 25.0
