@@ -78,8 +78,8 @@ def ds_env(monkeypatch):
         monkeypatch.setenv(key, value)
 
 
-def ds_backend(model: torch.nn.Module, zero_stage: int) -> DeepSpeedBackend:
-    config = deepspeed_config(2, 2, 1, CLIP, bf16=False, zero_stage=zero_stage, cuda=False)
+def ds_backend(model: torch.nn.Module, zero_stage: int, bf16: bool = False) -> DeepSpeedBackend:
+    config = deepspeed_config(2, 2, 1, CLIP, bf16=bf16, zero_stage=zero_stage, cuda=False)
     return DeepSpeedBackend(model, make_optimizer(model, LR, BETAS, WD), config)
 
 
@@ -107,5 +107,29 @@ def test_deepspeed_matches_torch_and_its_state_moves_between_backends(micro_batc
         again = ds_backend(model, zero_stage)
         again.restore(weights, moments, step=2)
         assert run(again, micro_batches[2:]) == pytest.approx(continued, rel=1e-4)
+    finally:
+        ds.close()
+
+
+@needs_deepspeed
+@pytest.mark.slow
+def test_deepspeed_bf16_resume_restores_the_fp32_masters(micro_batches, ds_env):
+    """bf16 weights are rounded masters: a resume must bring back the fp32 masters, not re-derive them."""
+    ds = ds_backend(build_model("tiny", SPEC, seed=0), zero_stage=2, bf16=True)
+    try:
+        run(ds, micro_batches[:2])
+        weights, moments = ds.full_state()
+        assert all(w.dtype == torch.float32 for w in weights.values())
+        rounded = {n: w.to(torch.bfloat16).float() for n, w in weights.items()}
+        assert any(not torch.equal(weights[n], rounded[n]) for n in weights), "the masters carry more than bf16"
+        continued = run(ds, micro_batches[2:])
+
+        model = build_model("tiny", SPEC, seed=7)
+        model.load_state_dict(weights, strict=False)
+        again = ds_backend(model, zero_stage=2, bf16=True)
+        again.restore(weights, moments, step=2)
+        restored, _ = again.full_state()
+        assert all(torch.equal(restored[n], weights[n]) for n in weights)
+        assert run(again, micro_batches[2:]) == pytest.approx(continued, rel=1e-5)
     finally:
         ds.close()
