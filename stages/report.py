@@ -237,6 +237,11 @@ def lineage_section(lineage: Lineage | None, lock: Path) -> str:
     return "\n\n".join(parts)
 
 
+def _clip(text: str, chars: int = 160) -> str:
+    """A long (runaway) answer cut to `chars` characters, so one example cannot swamp the table."""
+    return text if len(text) <= chars else text[:chars].rstrip() + " …"
+
+
 def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
     samples = eval_dir / "samples.jsonl"
     if not samples.is_file():
@@ -253,8 +258,8 @@ def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
         rows = []
         for r in [r for r in records if r["task"] == task][:per_task]:
             audio = " ".join(filter(None, [link(r.get("wav"), "model"), link(r.get("ceiling_wav"), "reference")]))
-            rows.append({"reference": r["reference"], "model text": r["text"], "judge heard": r.get("judge", ""),
-                         "audio": audio})
+            rows.append({"reference": r["reference"], "model text": _clip(r["text"]),
+                         "judge heard": _clip(r.get("judge", "")), "audio": audio})
         df = pl.DataFrame(rows)
         parts.append(f"**{task}**\n\n{markdown(df.select([c for c in df.columns if df[c].str.len_chars().sum()]))}")
     return "\n\n".join(parts)
