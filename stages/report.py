@@ -16,7 +16,9 @@ and `dvc params diff --md` against `diff_rev`, through the DVC CLI). Sections:
 5. data: audio hours per split and kind, utterances per voice and task, quarantined rows per manifest and rule
    (the validate stage's `quarantine.parquet`);
 6. lineage: documents per split and task, the leak check for val and test, the train stage's locked inputs;
-7. examples: a few answers per task with links to the model's speech and the codec round trip of the reference.
+7. examples: a few answers per task with links to the model's speech and the codec round trip of the reference;
+   those few WAV files are copied to `samples/` beside the report, so the committed report plays them in any
+   checkout (the evaluate stage's own `reports/eval/` is a DVC output, absent from a clone until it is pulled).
 
 Every input but the metrics is optional: a missing one is named in its section instead of failing the report,
 so a partial pipeline still reports what it has. `dvc.yaml` declares the metrics (evaluate's output, so the stage
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,6 +46,8 @@ from stages.evaluate import HEADLINES
 from stages.lineage import MANIFESTS, Lineage, LineageError, locked_stage, markdown
 
 PLOTS = ("metrics.png", "loss.png")
+#: Beside the report: the example answers' audio (committed with it, `cache: false` in dvc.yaml).
+SAMPLES_DIR = "samples"
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ def _clip(text: str, chars: int = 160) -> str:
 
 
 def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
+    """A table of the first `per_task` answers per task; their audio is copied to `<report_dir>/samples/`."""
     samples = eval_dir / "samples.jsonl"
     if not samples.is_file():
         return f"_no per-item outputs at {samples}_"
@@ -251,7 +257,12 @@ def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
     def link(relative: str | None, label: str) -> str:
         if not relative:
             return ""
-        return f"[{label}]({Path(os.path.relpath(eval_dir / relative, report_dir)).as_posix()})"
+        source = io.resolve_inside(eval_dir, relative)  # samples.jsonl names files under the eval folder only
+        if not source.is_file():
+            return f"{label}: _missing {relative}_"
+        kept = Path(SAMPLES_DIR) / source.parent.name / source.name
+        io.write_bytes(source.read_bytes(), report_dir / kept)
+        return f"[{label}]({kept.as_posix()})"
 
     parts = []
     for task in dict.fromkeys(r["task"] for r in records):
@@ -313,5 +324,6 @@ def run_report(params: ReportParams, inputs: ReportInputs, report_path: str | Pa
     out, plots = Path(report_path), Path(plots_dir)
     for name in PLOTS:  # a plot this version cannot draw must not survive from an older one
         (plots / name).unlink(missing_ok=True)
+    shutil.rmtree(out.parent / SAMPLES_DIR, ignore_errors=True)  # nor an example this version no longer shows
     return io.write_text(render(params, inputs, out, plots, diff, version), out)
 

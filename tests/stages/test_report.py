@@ -85,6 +85,9 @@ def test_report_has_every_section_with_numbers_baselines_and_links(tmp_path: Pat
     for link in links:
         target = report_dir / link
         assert target.is_file(), link
+    wavs = sorted(link for link in links if link.endswith(".wav"))
+    assert wavs == ["samples/tts/smp-a.wav", "samples/tts_reference/smp-a.wav"], "audio kept beside the report"
+    assert (report_dir / wavs[0]).read_bytes() == (tmp_path / "in" / "eval" / "audio/tts/smp-a.wav").read_bytes()
     for plot in ("metrics.png", "loss.png"):
         assert (report_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -107,6 +110,7 @@ def test_missing_optional_inputs_are_named_not_fatal(tmp_path: Path) -> None:
                  "no per-item outputs"):
         assert note in text
     assert not (tmp_path / "reports" / "plots" / "loss.png").exists(), "a plot this version cannot draw is removed"
+    assert not (tmp_path / "reports" / "samples").exists(), "no examples, no kept audio"
     assert (tmp_path / "reports" / "plots" / "metrics.png").is_file()
 
 
@@ -115,3 +119,14 @@ def test_dvc_diff_outside_a_repository_says_why(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     line = dvc_diff(kind, "HEAD")
     assert line.startswith(f"_{kind} diff against HEAD not available") and line.endswith("_")
+
+
+def test_an_example_path_outside_the_eval_folder_is_refused(tmp_path: Path) -> None:
+    inputs = fixture_inputs(tmp_path / "in")
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"RIFF")
+    record = {"task": "tts", "reference": "red", "text": "red", "wav": "../../secret.wav"}
+    io.write_text(json.dumps(record) + "\n", inputs.eval_dir / "samples.jsonl")
+    with pytest.raises(ValueError, match="secret.wav"):
+        render(tmp_path, inputs)
+    assert not (tmp_path / "reports" / "samples").exists()
