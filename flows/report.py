@@ -3,7 +3,7 @@
     dvc repro report
     python -m flows.report --params params.yaml --metrics reports/metrics.json --eval reports/eval \
         --train-metrics reports/train --validated data/validated --shards data/shards --lock dvc.lock \
-        --out reports/report.md --plots reports/plots
+        --out reports/report.md --plots reports/plots --samples reports/samples
 
 The report is written to `--out` with its plots in `--plots`; the run's artifact is the report itself, so the
 Prefect UI shows the same page.
@@ -22,11 +22,11 @@ from stages.report import ReportInputs, ReportParams, run_report
 
 
 @flow(name="report", persist_result=False)
-def report_flow(params_path: str, inputs: ReportInputs, out: str, plots: str) -> str:
+def report_flow(params_path: str, inputs: ReportInputs, out: str, plots: str, samples: str) -> str:
     """Write the versioned report and publish it as the run's Markdown artifact."""
     params = load_section(params_path, "report", ReportParams)
     version = f"code at commit `{runtime.git_sha()}`, profile `{load_base(params_path).profile}`"
-    path = run_report(params, inputs, out, plots, version)
+    path = run_report(params, inputs, out, plots, samples, version)
     runtime.publish("report", "report", path.read_text())
     return str(path)
 
@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lock", default="dvc.lock", help="DVC lock file (the train stage's inputs)")
     parser.add_argument("--out", default="reports/report.md", help="output: the Markdown report")
     parser.add_argument("--plots", default="reports/plots", help="output: the report's PNG plots")
+    parser.add_argument("--samples", default="reports/samples", help="output: the audio of the report's examples")
     args = parser.parse_args(argv)
     inputs = ReportInputs(metrics=Path(args.metrics), eval_dir=Path(args.eval), train_metrics=Path(args.train_metrics),
                           validated=Path(args.validated), shards=Path(args.shards), lock=Path(args.lock))
-    runtime.run_stage_flow(report_flow, "report", args.params, inputs, args.out, args.plots)
+    runtime.run_stage_flow(report_flow, "report", args.params, inputs, args.out, args.plots, args.samples)
 
 
 if __name__ == "__main__":

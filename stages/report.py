@@ -3,7 +3,7 @@
     dvc repro report
     python -m flows.report --params params.yaml --metrics reports/metrics.json --eval reports/eval \\
         --train-metrics reports/train --validated data/validated --shards data/shards --lock dvc.lock \\
-        --out reports/report.md --plots reports/plots
+        --out reports/report.md --plots reports/plots --samples reports/samples
 
 Versioned: the report and its plots are committed with the metrics (DVC `cache: false`), so every commit carries
 the report of its own run, and each report shows the change against the previous commit (`dvc metrics diff --md`
@@ -17,8 +17,8 @@ and `dvc params diff --md` against `diff_rev`, through the DVC CLI). Sections:
    (the validate stage's `quarantine.parquet`);
 6. lineage: documents per split and task, the leak check for val and test, the train stage's locked inputs;
 7. examples: a few answers per task with links to the model's speech and the codec round trip of the reference;
-   those few WAV files are copied to `samples/` beside the report, so the committed report plays them in any
-   checkout (the evaluate stage's own `reports/eval/` is a DVC output, absent from a clone until it is pulled).
+   those few WAV files are copied to the samples folder (`--samples`, committed with the report), so the report
+   plays them in any checkout (the evaluate stage's own `reports/eval/` is a DVC output, absent from a clone until it is pulled).
 
 Every input but the metrics is optional: a missing one is named in its section instead of failing the report,
 so a partial pipeline still reports what it has. `dvc.yaml` declares the metrics (evaluate's output, so the stage
@@ -46,8 +46,6 @@ from stages.evaluate import HEADLINES
 from stages.lineage import MANIFESTS, Lineage, LineageError, locked_stage, markdown
 
 PLOTS = ("metrics.png", "loss.png")
-#: Beside the report: the example answers' audio (committed with it, `cache: false` in dvc.yaml).
-SAMPLES_DIR = "samples"
 
 
 @dataclass(frozen=True)
@@ -247,8 +245,8 @@ def _clip(text: str, chars: int = 160) -> str:
     return text if len(text) <= chars else text[:chars].rstrip() + " …"
 
 
-def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
-    """A table of the first `per_task` answers per task; their audio is copied to `<report_dir>/samples/`."""
+def examples_section(eval_dir: Path, report_dir: Path, samples_dir: Path, per_task: int) -> str:
+    """A table of the first `per_task` answers per task; their audio is copied to `samples_dir/<folder>/`."""
     samples = eval_dir / "samples.jsonl"
     if not samples.is_file():
         return f"_no per-item outputs at {samples}_"
@@ -260,9 +258,8 @@ def examples_section(eval_dir: Path, report_dir: Path, per_task: int) -> str:
         source = io.resolve_inside(eval_dir, relative)  # samples.jsonl names files under the eval folder only
         if not source.is_file():
             return f"{label}: _missing {relative}_"
-        kept = Path(SAMPLES_DIR) / source.parent.name / source.name
-        io.write_bytes(source.read_bytes(), report_dir / kept)
-        return f"[{label}]({kept.as_posix()})"
+        kept = io.write_bytes(source.read_bytes(), samples_dir / source.parent.name / source.name)
+        return f"[{label}]({Path(os.path.relpath(kept, report_dir)).as_posix()})"
 
     parts = []
     for task in dict.fromkeys(r["task"] for r in records):
@@ -281,9 +278,9 @@ def _eval_summary(eval_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def render(params: ReportParams, inputs: ReportInputs, report_path: Path, plots_dir: Path, diff: Diff,
-           version: str) -> str:
-    """The report's Markdown (plots are written to `plots_dir` as a side effect)."""
+def render(params: ReportParams, inputs: ReportInputs, report_path: Path, plots_dir: Path, samples_dir: Path,
+           diff: Diff, version: str) -> str:
+    """The report's Markdown (plots and example audio are written to `plots_dir` / `samples_dir` as side effects)."""
     metrics = json.loads(inputs.metrics.read_text())
     try:
         lineage: Lineage | None = Lineage(inputs.validated, inputs.shards)
@@ -314,16 +311,16 @@ def render(params: ReportParams, inputs: ReportInputs, report_path: Path, plots_
     sections = [title, headline, all_metrics, training, changes,
                 f"## Data\n\n{data_section(inputs.validated, lineage)}",
                 f"## Lineage\n\n{lineage_section(lineage, inputs.lock)}",
-                f"## Examples\n\n{examples_section(inputs.eval_dir, report_dir, params.examples)}"]
+                f"## Examples\n\n{examples_section(inputs.eval_dir, report_dir, samples_dir, params.examples)}"]
     return "\n\n".join(sections) + "\n"
 
 
 def run_report(params: ReportParams, inputs: ReportInputs, report_path: str | Path, plots_dir: str | Path,
-               version: str, diff: Diff = dvc_diff) -> Path:
-    """Write the report (and its plots); returns its path."""
-    out, plots = Path(report_path), Path(plots_dir)
+               samples_dir: str | Path, version: str, diff: Diff = dvc_diff) -> Path:
+    """Write the report (and its plots and example audio); returns its path."""
+    out, plots, samples = Path(report_path), Path(plots_dir), Path(samples_dir)
     for name in PLOTS:  # a plot this version cannot draw must not survive from an older one
         (plots / name).unlink(missing_ok=True)
-    shutil.rmtree(out.parent / SAMPLES_DIR, ignore_errors=True)  # nor an example this version no longer shows
-    return io.write_text(render(params, inputs, out, plots, diff, version), out)
+    shutil.rmtree(samples, ignore_errors=True)  # nor an example this version no longer shows
+    return io.write_text(render(params, inputs, out, plots, samples, diff, version), out)
 

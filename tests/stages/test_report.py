@@ -62,7 +62,8 @@ def fake_diff(kind: str, rev: str) -> str:
 
 def render(tmp_path: Path, inputs: ReportInputs) -> str:
     out = tmp_path / "reports" / "report.md"
-    run_report(ReportParams(examples=1), inputs, out, tmp_path / "reports" / "plots", "test version", fake_diff)
+    run_report(ReportParams(examples=1), inputs, out, tmp_path / "reports" / "plots", tmp_path / "reports" / "samples",
+               "test version", fake_diff)
     return out.read_text()
 
 
