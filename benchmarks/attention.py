@@ -22,7 +22,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results import write_json_atomic  # noqa: E402
 from model.losses import ttt_loss  # noqa: E402
 from model.modeling import build_model  # noqa: E402
 from model.noising import TrainBatch, prepare_batch  # noqa: E402
@@ -113,15 +113,6 @@ def run_path(args: argparse.Namespace, path: str) -> dict[str, Any]:
     return {"path": path, "attention": attn, "rows": batch.input_ids.shape[0], "row_len": batch.input_ids.shape[1],
             "real_tokens": real, "positions": batch.input_ids.numel(), "step_s": round(seconds, 4),
             "tokens_per_s": round(real / seconds, 1), "peak_mem_mb": round(peak, 1)}
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    # Not stages.io.write_json: this script must run on GPU boxes that have only torch + transformers.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:

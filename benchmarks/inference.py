@@ -42,11 +42,9 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
@@ -54,6 +52,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.results import write_json_atomic  # noqa: E402
 from benchmarks.reference_sampler import reference_generate  # noqa: E402
 from model.modeling import build_model  # noqa: E402
 from model.sampler import LogitsHook, SamplerConfig, forcing_hook, generate, generate_ar  # noqa: E402
@@ -245,14 +244,6 @@ def bench_model(name: str, args: argparse.Namespace, spec: TokenSpec, decode: An
               f"x{setting['ours_vs_reference']['audio_tokens_per_s_cpu']}, ours/ar "
               f"x{setting['ours_vs_ar']['audio_tokens_per_s_cpu']} (cpu clock); same tokens: {same}", flush=True)
     return result
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:

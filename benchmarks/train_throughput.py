@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results import write_json_atomic  # noqa: E402
 from benchmarks.attention import one_row_per_document  # noqa: E402
 from model.modeling import build_model  # noqa: E402
 from model.noising import TrainBatch, prepare_batch  # noqa: E402
@@ -109,15 +108,6 @@ def run_path(args: argparse.Namespace, spec: TokenSpec, batch: TrainBatch, path:
             "useful_tokens_per_s": round(useful / seconds, 1), "model_tflops_per_s": round(flops / seconds / 1e12, 4),
             "mfu": round(flops / seconds / peak, 4) if peak else None,
             "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None}
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    # Not stages.io.write_json: that module imports polars, which GPU boxes with torch + transformers lack.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:
