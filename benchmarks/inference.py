@@ -52,8 +52,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.results import write_json_atomic  # noqa: E402
 from benchmarks.reference_sampler import reference_generate  # noqa: E402
+from benchmarks.results import write_json_atomic  # noqa: E402
 from model.modeling import build_model  # noqa: E402
 from model.sampler import LogitsHook, SamplerConfig, forcing_hook, generate, generate_ar  # noqa: E402
 from model.streaming import AudioSpan, Done, Event, PcmChunk, TextToken, stream_pcm  # noqa: E402

@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.results import write_json_atomic  # noqa: E402
 from benchmarks.attention import one_row_per_document  # noqa: E402
+from benchmarks.results import write_json_atomic  # noqa: E402
 from model.modeling import build_model  # noqa: E402
 from model.noising import TrainBatch, prepare_batch  # noqa: E402
 from model.objective import ObjectiveConfig  # noqa: E402
