@@ -73,7 +73,7 @@ def run_one(params_path: str, variant: str, seed: int, steps: int, items: int, p
                               progress=False)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if evaluate.device == "auto" else evaluate.device
     assets = load_assets(model_dir, paths.tokenizers, device)
-    metrics = run_evaluate(evaluate, load_section(params_path, "pack", PackParams).audio_chunk, seed, assets, judge,
+    metrics = run_evaluate(evaluate, load_section(params_path, "pack", PackParams), seed, assets, judge,
                            paths.shards, paths.validated, paths.audio, run_dir / "eval", run_dir / "metrics.json")
     if not keep_model:
         shutil.rmtree(model_dir)

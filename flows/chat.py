@@ -351,7 +351,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--max-audio-len", type=int, default=750, help="most codes in the tail span")
     parser.add_argument("--block-len", type=int, default=32, help="masks per tail-span block")
-    parser.add_argument("--chunk-len", type=int, default=26, help="codes per interleaved chunk span (layout)")
+    parser.add_argument("--chunk-len", type=int, default=None,
+                        help="codes per interleaved chunk span (default: pack.audio_chunk of --params, the layout "
+                             "the checkpoint was trained on)")
+    parser.add_argument("--params", default="params.yaml", help="params file for the layout (default: params.yaml)")
     parser.add_argument("--steps", type=int, default=8, help="denoising steps per block")
     parser.add_argument("--strategy", choices=("low_confidence", "threshold"), default="low_confidence")
     parser.add_argument("--threshold", type=float, default=0.9, help="commit confidence for --strategy threshold")
@@ -365,12 +368,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def layout_chunk_len(params_path: str) -> int:
+    """`pack.audio_chunk` of the params file, or the layout's default when there is no such file."""
+    from stages.config import load_section
+    from stages.pack import PackParams
+
+    if not Path(params_path).is_file():
+        return PackParams().audio_chunk
+    return load_section(params_path, "pack", PackParams).audio_chunk
+
+
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     from model.sampler import SamplerConfig
 
     try:
         return SamplerConfig(max_new_tokens=args.max_new_tokens, text_temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, audio_temperature=args.audio_temperature, chunk_len=args.chunk_len,
+                             top_p=args.top_p, audio_temperature=args.audio_temperature,
+                             chunk_len=args.chunk_len or layout_chunk_len(args.params),
                              block_len=args.block_len, steps_per_block=args.steps, strategy=args.strategy,
                              threshold=args.threshold, cfg_scale=args.cfg_scale, max_audio_len=args.max_audio_len,
                              seed=args.seed)

@@ -47,10 +47,10 @@ def evaluate_flow(params_path: str = "params.yaml", checkpoint: str = "models/tt
     from stages.asr_judge import AsrJudge
 
     params = load_section(params_path, "evaluate", EvaluateParams)
-    chunk_len = load_section(params_path, "pack", PackParams).audio_chunk
+    layout = load_section(params_path, "pack", PackParams)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device
     assets = load_assets(checkpoint, tokenizers, device)
-    metrics = run_evaluate(params, chunk_len, load_base(params_path).seed, assets, AsrJudge(), shards_dir,
+    metrics = run_evaluate(params, layout, load_base(params_path).seed, assets, AsrJudge(), shards_dir,
                            validated_dir, audio_dir, out_dir, metrics_path)
     runtime.publish("evaluate", "evaluate: test metrics", headline_table(metrics))
     return metrics

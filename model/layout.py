@@ -40,3 +40,22 @@ def interleave_assistant(text_ids: Sequence[int], audio_ids: Sequence[int], spec
         out += text[ti:]
         out += [spec.begin_audio_tail_id, *audio[ai:], spec.end_audio_tail_id]
         return out
+
+
+def assistant_text_script(text_ids: Sequence[int], spec: TokenSpec, text_chunk: int = 13) -> list[int]:
+    """The AR decisions of an assistant turn that speaks `text_ids`, in `interleave_assistant`'s layout: each full
+    text chunk followed by `<|begin_of_audio|>` while text remains, the last by `<|begin_of_audio_tail|>`.
+
+    A sampler fed this script writes exactly the given text and decides only the audio (text-forced TTS). The one
+    layout choice it cannot know in advance, a tail that starts early because the audio ran short, is left out:
+    the script always opens a chunk span while text remains.
+    """
+    if text_chunk <= 0:
+        raise ValueError(f"text_chunk must be positive, got {text_chunk}")
+    if not text_ids:
+        raise ValueError("a text script needs at least one text token")
+    out: list[int] = []
+    for start in range(0, len(text_ids), text_chunk):
+        out += text_ids[start:start + text_chunk]
+        out.append(spec.begin_audio_id if start + text_chunk < len(text_ids) else spec.begin_audio_tail_id)
+    return out

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -222,8 +222,12 @@ class _Decoding:
     generator: torch.Generator
     hook: LogitsHook | None
     uncond: _Unconditional | None = None
+    script: list[int] = field(default_factory=list)
+    """AR decisions still to be taken from a text script rather than from the logits."""
 
     def choose_text(self, logits_V: torch.Tensor) -> int:
+        if self.script:
+            return self.script.pop(0)
         position = torch.tensor([len(self.ctx)], device=logits_V.device)
         logits_V = restrict(_hooked(self.hook, position, logits_V[None])[0], self.classes.text_V)
         c = self.config
@@ -290,14 +294,14 @@ def _ar_span(d: _Decoding, begin_id: int, plan: SpanPlan) -> Generator[Event, No
 
 def _decode(model: PreTrainedModel, prompt_ids: Sequence[int], spec: TokenSpec, config: SamplerConfig,
             kind: Literal["ttt", "ar"], span_decoder: SpanDecoder, uncond_prompt_ids: Sequence[int] | None,
-            logits_hook: LogitsHook | None) -> Iterator[Event]:
+            logits_hook: LogitsHook | None, text_script: Sequence[int] = ()) -> Iterator[Event]:
     """The AR loop shared by `generate` and `generate_ar`; spans are delegated to `span_decoder`."""
     if len(prompt_ids) == 0:
         raise ValueError("the prompt is empty")
     ctx = CachedContext(model, spec, kind)
     generator = torch.Generator(device=model.device).manual_seed(config.seed)
     d = _Decoding(spec, config, ctx, TokenClasses.build(spec, model.config.vocab_size, model.device), generator,
-                  logits_hook)
+                  logits_hook, script=list(text_script))
     if uncond_prompt_ids is not None:
         d.uncond = _Unconditional(model, spec, uncond_prompt_ids)
     stops = (spec.im_end_id, spec.pad_id)
@@ -324,23 +328,26 @@ def _decode(model: PreTrainedModel, prompt_ids: Sequence[int], spec: TokenSpec, 
 @torch.no_grad()
 def generate(model: PreTrainedModel, prompt_ids: Sequence[int], spec: TokenSpec,
              config: SamplerConfig = SamplerConfig(), *, uncond_prompt_ids: Sequence[int] = (),
-             logits_hook: LogitsHook | None = None) -> Iterator[Event]:
+             logits_hook: LogitsHook | None = None, text_script: Sequence[int] = ()) -> Iterator[Event]:
     """TtT decoding: AR text, block-wise diffusion audio, exact KV cache (module docstring).
 
     `uncond_prompt_ids`: the unconditional branch's context when `config.cfg_scale > 0` (the prompt dropped).
+    `text_script`: ids the AR side takes, in order, instead of choosing (`model.layout.assistant_text_script`:
+    text-forced TTS, where only the audio is the model's); once the script is used up, decoding is free again.
     """
     uncond = uncond_prompt_ids if config.cfg_scale > 0 else None
-    yield from _decode(model, prompt_ids, spec, config, "ttt", _diffusion_span, uncond, logits_hook)
+    yield from _decode(model, prompt_ids, spec, config, "ttt", _diffusion_span, uncond, logits_hook, text_script)
 
 
 @torch.no_grad()
 def generate_ar(model: PreTrainedModel, prompt_ids: Sequence[int], spec: TokenSpec,
                 config: SamplerConfig = SamplerConfig(), *, logits_hook: LogitsHook | None = None,
-                ) -> Iterator[Event]:
-    """The AR baseline: every token, audio included, next-token with a causal mask and a KV cache."""
+                text_script: Sequence[int] = ()) -> Iterator[Event]:
+    """The AR baseline: every token, audio included, next-token with a causal mask and a KV cache. `text_script`
+    as for `generate`."""
     if config.cfg_scale > 0:
         raise ValueError("classifier-free guidance is defined for diffusion spans only; set cfg_scale=0")
-    yield from _decode(model, prompt_ids, spec, config, "ar", _ar_span, None, logits_hook)
+    yield from _decode(model, prompt_ids, spec, config, "ar", _ar_span, None, logits_hook, text_script)
 
 
 class _EventParser:

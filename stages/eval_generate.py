@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,8 @@ from model.streaming import AudioSpan, Done, Event, PcmChunk, TextToken, stream_
 from model.vocab import TokenSpec
 
 DECODERS: dict[str, Callable[..., Iterator[Event]]] = {"ttt": generate, "ar": generate_ar, "nar": generate_nar}
+#: Objectives whose decoder can be given the answer's text (`text_script`): those that write text token by token.
+SCRIPTABLE = frozenset({"ttt", "ar"})
 
 
 class Assets(Protocol):
@@ -69,9 +71,17 @@ def answer_budget(answer_tokens: int, prompt_tokens: int, length_factor: float, 
 
 
 def answer(assets: Assets, prompt_ids: tuple[int, ...], config: SamplerConfig, speak: bool,
-           decode_context: int) -> Answer:
-    """Generate one answer; decode its audio span by span when `speak`, else only collect its codes."""
-    decoder = DECODERS[objective_of(assets.model)]
+           decode_context: int, text_script: Sequence[int] = ()) -> Answer:
+    """Generate one answer; decode its audio span by span when `speak`, else only collect its codes.
+
+    `text_script`: the answer's text side, forced (`model.sampler.generate`); only decoders with an AR side take
+    one, so the NAR baseline refuses it.
+    """
+    objective = objective_of(assets.model)
+    if text_script and objective not in SCRIPTABLE:
+        raise ValueError(f"a text script needs a decoder with an AR side ({sorted(SCRIPTABLE)}), not {objective!r}")
+    decoder = DECODERS[objective]
+    options = {"text_script": list(text_script)} if text_script else {}
     decode_s = 0.0
 
     def timed_decode(codes: np.ndarray) -> np.ndarray:
@@ -82,7 +92,7 @@ def answer(assets: Assets, prompt_ids: tuple[int, ...], config: SamplerConfig, s
         return pcm
 
     start = time.perf_counter()
-    events: Iterator[Event | PcmChunk] = decoder(assets.model, list(prompt_ids), assets.spec, config)
+    events: Iterator[Event | PcmChunk] = decoder(assets.model, list(prompt_ids), assets.spec, config, **options)
     if speak:
         events = stream_pcm(events, timed_decode, decode_context)
     text_ids: list[int] = []

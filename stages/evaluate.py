@@ -11,9 +11,12 @@ compared after the one normaliser of `stages.eval_metrics`; speech is transcribe
 (`stages.asr_judge`, whisper tiny.en, offline).
 
 - asr: WER and CER of the transcript. Baselines: the empty transcript; the most common training transcript.
-- tts: the judge's WER on the model's speech against the text, and the WER of the model's written text.
-  Baselines: silence; random codes of the reference's length decoded by the codec. Ceilings: the judge's WER on
-  the reference speech round-tripped through the codec (`ceiling_codec_wer`) and on the original speech.
+- tts: the judge's WER on the model's speech against the text, and the WER of the model's written text. Also
+  `judge_wer_text_forced`: the same with the sentence forced as the answer's text side (`text_script`), so only
+  the audio is the model's; it tells "cannot copy the text" from "cannot speak it" (not for the NAR baseline,
+  which has no AR side to force). Baselines: silence; random codes of the reference's length decoded by the
+  codec. Ceilings: the judge's WER on the reference speech round-tripped through the codec (`ceiling_codec_wer`)
+  and on the original speech.
 - qa: answer accuracy, the short answer occurring in the written text (`text_accuracy`) or in the judge's
   transcript of the spoken answer (`spoken_accuracy`); exact match. Baseline: the most common training answer.
 - sound_cls: accuracy (normalised exact match of the class). Baselines: the majority training class; chance.
@@ -23,8 +26,9 @@ compared after the one normaliser of `stages.eval_metrics`; speech is transcribe
 
 Outputs: `metrics` (JSON, a DVC metric: `{task: {metric: number}}`), and in `out_dir`: `samples.jsonl` (one line per
 item: prompt reference, the model's text, the judge's transcript, scores, timings, audio paths relative to
-`out_dir`), `audio/<task>/<sample_id>.wav` (the model's speech) and `audio/tts_reference/<sample_id>.wav` (the
-codec round trip of the reference, the ceiling), and `summary.json` (checkpoint objective, items, timings).
+`out_dir`), `audio/<task>/<sample_id>.wav` (the model's speech), `audio/tts_forced/<sample_id>.wav` (its speech
+with the text forced), `audio/tts_reference/<sample_id>.wav` (the codec round trip of the reference, the ceiling),
+and `summary.json` (checkpoint objective, layout, items, timings).
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from model.layout import assistant_text_script
 from model.sampler import SamplerConfig
 from stages import eval_metrics as m
 from stages import io
 from stages.audio_io import SAMPLE_RATE
 from stages.eval_data import EVAL_TASKS, SPOKEN_TASKS, EvalItem, load_items, read_utterances, train_answers
-from stages.eval_generate import Answer, Assets, answer, answer_budget, objective_of
+from stages.eval_generate import SCRIPTABLE, Answer, Assets, answer, answer_budget, objective_of
+from stages.pack import PackParams
 
 #: Added to `base.seed` for the random-codes baseline, so it never shares a stream with another stage.
 SEED_OFFSET = 9
@@ -130,6 +136,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("asr", "cer", ("baseline_empty_cer", "baseline_constant_cer"), True, "ASR character error rate"),
     Headline("tts", "judge_wer", ("baseline_silence_wer", "baseline_random_codes_wer"), True,
              "TTS intelligibility (judge WER)", ceiling="ceiling_codec_wer"),
+    Headline("tts", "judge_wer_text_forced", ("baseline_silence_wer", "baseline_random_codes_wer"), True,
+             "TTS intelligibility, text forced (judge WER)", ceiling="ceiling_codec_wer"),
     Headline("qa", "text_accuracy", ("baseline_constant_accuracy",), False, "spoken QA: written answer accuracy"),
     Headline("qa", "spoken_accuracy", ("baseline_constant_accuracy",), False, "spoken QA: spoken answer accuracy"),
     Headline("sound_cls", "accuracy", ("baseline_majority_accuracy", "chance_accuracy"), False,
@@ -144,6 +152,8 @@ class _Run:
 
     items: dict[str, list[EvalItem]]
     answers: dict[str, list[Answer]] = field(default_factory=dict)
+    forced: list[Answer] = field(default_factory=list)
+    """TTS answers with the sentence forced as their text (empty for the NAR baseline)."""
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -158,9 +168,12 @@ def score_asr(items: Sequence[EvalItem], hyps: Sequence[str], train: Sequence[st
 
 
 def score_tts(items: Sequence[EvalItem], texts: Sequence[str], judged: Sequence[str], ceiling: Sequence[str],
-              source: Sequence[str], random_codes: Sequence[str]) -> dict[str, float]:
+              source: Sequence[str], random_codes: Sequence[str], judged_forced: Sequence[str] = ()
+              ) -> dict[str, float]:
     refs = [i.reference for i in items]
-    return {"judge_wer": m.wer(refs, judged), "judge_cer": m.cer(refs, judged), "text_wer": m.wer(refs, texts),
+    forced = {"judge_wer_text_forced": m.wer(refs, judged_forced)} if judged_forced else {}
+    return {**forced, "judge_wer": m.wer(refs, judged), "judge_cer": m.cer(refs, judged),
+            "text_wer": m.wer(refs, texts),
             "ceiling_codec_wer": m.wer(refs, ceiling), "ceiling_source_wer": m.wer(refs, source),
             "baseline_silence_wer": m.wer(refs, [""] * len(refs)),
             "baseline_random_codes_wer": m.wer(refs, random_codes)}
@@ -221,9 +234,10 @@ def _save_wav(pcm: np.ndarray, out_dir: Path, folder: str, name: str) -> str:
     return relative
 
 
-def _generate(run: _Run, assets: Assets, params: EvaluateParams, chunk_len: int, seed: int, out_dir: Path) -> None:
-    """Every item's answer; the spoken ones saved as WAV files."""
+def _generate(run: _Run, assets: Assets, params: EvaluateParams, layout: PackParams, seed: int, out_dir: Path) -> None:
+    """Every item's answer (and the text-forced TTS answers); the spoken ones saved as WAV files."""
     max_positions = int(assets.model.config.max_position_embeddings)
+    chunk_len = layout.audio_chunk
     for task, items in run.items.items():
         start = time.perf_counter()
         speak = task in SPOKEN_TASKS
@@ -243,6 +257,14 @@ def _generate(run: _Run, assets: Assets, params: EvaluateParams, chunk_len: int,
                 record.update(wav=_save_wav(ans.pcm, out_dir, task, item.sample_id),
                               audio_s=round(ans.pcm.size / SAMPLE_RATE, 3), decode_s=round(ans.decode_s, 4),
                               first_audio_s=None if ans.first_audio_s is None else round(ans.first_audio_s, 4))
+            if task == "tts" and objective_of(assets.model) in SCRIPTABLE:
+                script = assistant_text_script(assets.tokenizer.encode(item.reference, add_special_tokens=False),
+                                               assets.spec, layout.text_chunk)
+                forced = answer(assets, item.prompt_ids, params.sampler_config(chunk_len, budget, seed), True,
+                                params.decode_context, text_script=script)
+                assert forced.pcm is not None
+                run.forced.append(forced)
+                record["forced_wav"] = _save_wav(forced.pcm, out_dir, "tts_forced", item.sample_id)
             run.answers[task].append(ans)
             run.records[task].append(record)
         run.seconds[task] = time.perf_counter() - start
@@ -283,10 +305,13 @@ def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | P
         elif task == "tts":
             original, roundtrip, random = _tts_references(items, assets, audio_dir, validated_dir, seed, out_dir)
             ceiling, source = judge.transcribe_batch(roundtrip), judge.transcribe_batch(original)
-            metrics[task] = score_tts(items, texts, judged, ceiling, source, judge.transcribe_batch(random))
+            forced = judge.transcribe_batch([a.pcm for a in run.forced if a.pcm is not None])
+            metrics[task] = score_tts(items, texts, judged, ceiling, source, judge.transcribe_batch(random), forced)
             for record, item, transcript, ref_transcript in zip(records, items, judged, ceiling):
                 record.update(wer=round(m.wer([item.reference], [transcript]), 4), ceiling_judge=ref_transcript,
                               ceiling_wav=f"audio/tts_reference/{item.sample_id}.wav")
+            for record, item, transcript in zip(records, items, forced):
+                record.update(forced_judge=transcript, forced_wer=round(m.wer([item.reference], [transcript]), 4))
         elif task == "qa":
             metrics[task] = score_qa(items, texts, judged, train_answers(validated_dir, task))
             for record, item, text, transcript in zip(records, items, texts, judged):
@@ -307,7 +332,7 @@ def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | P
     return metrics
 
 
-def run_evaluate(params: EvaluateParams, chunk_len: int, seed: int, assets: Assets, judge: Transcriber,
+def run_evaluate(params: EvaluateParams, layout: PackParams, seed: int, assets: Assets, judge: Transcriber,
                  shards_dir: str | Path, validated_dir: str | Path, audio_dir: str | Path, out_dir: str | Path,
                  metrics_path: str | Path) -> dict[str, dict[str, float]]:
     """Answer, judge and score the test items; write the metrics, per-item records and audio (module docstring)."""
@@ -319,12 +344,13 @@ def run_evaluate(params: EvaluateParams, chunk_len: int, seed: int, assets: Asse
         raise ValueError(f"no test documents for task(s) {empty} in {shards_dir}/index.parquet; drop them from "
                          "evaluate.tasks or give the pack stage test samples of them")
     assets.model.eval()
-    _generate(run, assets, params, chunk_len, seed, out)
+    _generate(run, assets, params, layout, seed, out)
     metrics = _round(_score(run, assets, judge, validated_dir, audio_dir, seed, out))
     lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for task in run.records for r in run.records[task]]
     io.write_text("\n".join(lines) + "\n", out / "samples.jsonl")
     io.write_json({"objective": objective_of(assets.model), "params": dataclasses.asdict(params),
-                   "chunk_len": chunk_len, "items": {t: len(i) for t, i in run.items.items()},
+                   "layout": {"text_chunk": layout.text_chunk, "audio_chunk": layout.audio_chunk},
+                   "items": {t: len(i) for t, i in run.items.items()},
                    "generation_seconds": {t: round(s, 2) for t, s in run.seconds.items()}}, out / "summary.json")
     io.write_json(metrics, metrics_path)
     return metrics

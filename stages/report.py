@@ -265,9 +265,11 @@ def examples_section(eval_dir: Path, report_dir: Path, samples_dir: Path, per_ta
     for task in dict.fromkeys(r["task"] for r in records):
         rows = []
         for r in [r for r in records if r["task"] == task][:per_task]:
-            audio = " ".join(filter(None, [link(r.get("wav"), "model"), link(r.get("ceiling_wav"), "reference")]))
+            audio = " ".join(filter(None, [link(r.get("wav"), "model"), link(r.get("forced_wav"), "text forced"),
+                                           link(r.get("ceiling_wav"), "reference")]))
             rows.append({"reference": r["reference"], "model text": _clip(r["text"]),
-                         "judge heard": _clip(r.get("judge", "")), "audio": audio})
+                         "judge heard": _clip(r.get("judge", "")),
+                         "judge heard (text forced)": _clip(r.get("forced_judge", "")), "audio": audio})
         df = pl.DataFrame(rows)
         parts.append(f"**{task}**\n\n{markdown(df.select([c for c in df.columns if df[c].str.len_chars().sum()]))}")
     return "\n\n".join(parts)

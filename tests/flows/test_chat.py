@@ -110,6 +110,24 @@ def test_text_in_text_and_wav_out(dirs: tuple[Path, Path], tmp_path: Path, capsy
     assert info.samplerate == SR and info.channels == 1
 
 
+def test_chunk_len_follows_the_params_layout_unless_given(tmp_path: Path) -> None:
+    import argparse
+
+    from flows.chat import add_arguments, sampler_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    params = tmp_path / "params.yaml"
+    params.write_text("pack:\n  text_chunk: 3\n  audio_chunk: 24\n")
+
+    def chunk_len(*args: str) -> int:
+        return sampler_config(parser.parse_args(["--text", "hi", *args])).chunk_len
+
+    assert chunk_len("--params", str(params)) == 24
+    assert chunk_len("--params", str(params), "--chunk-len", "7") == 7
+    assert chunk_len("--params", str(tmp_path / "none.yaml")) == 26
+
+
 def test_wav_in_is_converted_to_16k_mono(dirs: tuple[Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     question = tmp_path / "q.wav"

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from benchmarks.reference_sampler import reference_generate
+from model.layout import assistant_text_script
 from model.modeling import TttForCausalLM, build_model
 from model.sampler import SamplerConfig, SpanPlan, forcing_hook, generate, generate_ar, generate_nar
 from model.sampling.context import CachedContext
@@ -193,6 +194,20 @@ def test_audio_streams_before_the_answer_ends(model: TttForCausalLM) -> None:
     assert first_span < first_pcm < last_text
     assert first_pcm == first_span + 1 and len(events[first_pcm].pcm) == 4 * CHUNK
     assert decoded == [CHUNK, 10]
+
+
+def test_text_script_writes_the_given_text_and_leaves_the_audio_to_the_model(model: TttForCausalLM) -> None:
+    text = [5, 6, 7, 8, 9]
+    script = assistant_text_script(text, SPEC, 3)  # 5 6 7 <boa> 8 9 <boa_tail>
+    tail_from = P + 3 + 1 + CHUNK + 1 + 2 + 1  # 3 text, <boa>, the chunk, <eoa>, 2 text, <boa_tail>
+    stop = forcing_hook({tail_from + 10: SPEC.end_audio_tail_id, tail_from + 11: SPEC.im_end_id}, BANNED)
+    for decode in (generate, generate_ar):
+        events = list(decode(model, PROMPT, SPEC, BASE, logits_hook=stop, text_script=script))
+        written = [e.token_id for e in events if isinstance(e, TextToken)]
+        assert written == script + [SPEC.im_end_id]
+        assert [(s.kind, len(s.codes)) for s in spans(events)] == [("chunk", CHUNK), ("tail", 10)]
+        free = list(decode(model, PROMPT, SPEC, BASE, logits_hook=HOOK))
+        assert [e.token_id for e in free if isinstance(e, TextToken)][:3] != text[:3]
 
 
 # --- baselines ------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import soundfile as sf
 from stages import eval_generate
 from stages.eval_data import EVAL_TASKS, EvalItem, load_items, train_answers
 from stages.eval_generate import Answer, answer_budget
+from stages.eval_metrics import wer
+from stages.pack import PackParams
 from stages.evaluate import (
     HEADLINES,
     EvaluateParams,
@@ -176,16 +178,20 @@ class RecordingJudge:
 N_CODES = 20
 
 
-def speaking_decoder(model, prompt_ids, spec, config):
-    """The real TtT sampler, forced to write one word, speak one tail span of N_CODES codes and stop."""
+def speaking_decoder(model, prompt_ids, spec, config, text_script=()):
+    """The real TtT sampler, forced to write one word (or its `text_script`, which must open the tail span), speak
+    one tail span of N_CODES codes and stop."""
     from model.sampler import forcing_hook, generate
 
     P = len(prompt_ids)
     markers = [spec.pad_id, spec.im_end_id, spec.begin_audio_id, spec.begin_audio_tail_id, spec.end_audio_id,
                spec.end_audio_tail_id]
-    hook = forcing_hook({P + 1: spec.begin_audio_tail_id, P + 2 + N_CODES: spec.end_audio_tail_id,
-                         P + 3 + N_CODES: spec.im_end_id}, markers)
-    return generate(model, prompt_ids, spec, config, logits_hook=hook)
+    k = len(text_script) or 2  # ids up to and including <|begin_of_audio_tail|>
+    forced = {P + k + N_CODES: spec.end_audio_tail_id, P + k + 1 + N_CODES: spec.im_end_id}
+    if not text_script:
+        forced[P + 1] = spec.begin_audio_tail_id
+    return generate(model, prompt_ids, spec, config, logits_hook=forcing_hook(forced, markers),
+                    text_script=text_script)
 
 
 @pytest.mark.slow
@@ -204,7 +210,7 @@ def test_run_writes_metrics_records_and_audio(built: corpus.Built, tmp_path: Pat
     stale = tmp_path / "eval" / "audio" / "tts" / "smp-gone.wav"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
-    metrics = run_evaluate(params, 26, 5, assets, judge, built.shards, built.validated, built.audio,
+    metrics = run_evaluate(params, PackParams(), 5, assets, judge, built.shards, built.validated, built.audio,
                            tmp_path / "eval", tmp_path / "metrics.json")
 
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
@@ -233,11 +239,16 @@ def test_run_writes_metrics_records_and_audio(built: corpus.Built, tmp_path: Pat
             assert "wav" not in r and "judge" not in r
     tts = [r for r in records if r["task"] == "tts"]
     assert all((tmp_path / "eval" / r["ceiling_wav"]).is_file() for r in tts)
+    # text-forced TTS: the reference sentence was written verbatim, then the model spoke
+    assert all(r["forced_judge"] == "it is paris" and (tmp_path / "eval" / r["forced_wav"]).is_file() for r in tts)
+    assert metrics["tts"]["judge_wer_text_forced"] == round(
+        wer([i.reference for i in items["tts"]], ["it is paris"] * len(items["tts"])), 4)
     assert not stale.exists(), "audio of an earlier run's items is removed"
-    # judge calls: model speech per spoken task, and for tts the codec round trip, the original and random codes
+    # judge calls: model speech per spoken task, and for tts the text-forced speech, the codec round trip, the
+    # original and random codes
     model_clips = [c for c in judge.calls if set(c) == {N_CODES * per_code}]
-    assert sorted(map(len, model_clips)) == sorted([len(items["tts"]), len(items["qa"])])
-    assert len(judge.calls) == 2 + 3
+    assert sorted(map(len, model_clips)) == sorted([len(items["tts"]), len(items["tts"]), len(items["qa"])])
+    assert len(judge.calls) == 2 + 4
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["objective"] == "ttt" and summary["items"] == {t: len(v) for t, v in items.items()}
 
@@ -252,6 +263,7 @@ def test_an_empty_task_is_refused(built: corpus.Built, tmp_path: Path) -> None:
     io.write_parquet(index.filter(~((pl.col("split") == "test") & (pl.col("task") == "asr"))),
                      shards / "index.parquet")
     with pytest.raises(ValueError, match=r"no test documents for task\(s\) \['asr'\]"):
-        run_evaluate(EvaluateParams(tasks=("asr",)), 26, 0, assets=None, judge=RecordingJudge(), shards_dir=shards,
+        run_evaluate(EvaluateParams(tasks=("asr",)), PackParams(), 0, assets=None, judge=RecordingJudge(),
+                     shards_dir=shards,
                      validated_dir=built.validated, audio_dir=built.audio, out_dir=tmp_path / "eval",
                      metrics_path=tmp_path / "m.json")

@@ -32,12 +32,13 @@ def fixture_inputs(root: Path, leak: str | None = None) -> ReportInputs:
     validated, shards = lineage_corpus.write(root, leak)
     io.write_json(METRICS, root / "metrics.json")
     eval_dir = root / "eval"
-    for rel in ("audio/tts/smp-a.wav", "audio/tts_reference/smp-a.wav"):
+    for rel in ("audio/tts/smp-a.wav", "audio/tts_forced/smp-a.wav", "audio/tts_reference/smp-a.wav"):
         (eval_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(eval_dir / rel), np.zeros(1600, np.float32), 16000)
     records = [{"task": "asr", "reference": "the cat", "text": "the hat"},
                {"task": "asr", "reference": "a dog", "text": "a dog"},
                {"task": "tts", "reference": "red", "text": "red", "judge": "read", "wav": "audio/tts/smp-a.wav",
+                "forced_judge": "reed", "forced_wav": "audio/tts_forced/smp-a.wav",
                 "ceiling_wav": "audio/tts_reference/smp-a.wav"}]
     io.write_text("".join(json.dumps(r) + "\n" for r in records), eval_dir / "samples.jsonl")
     io.write_json({"objective": "ttt", "items": {"asr": 2, "tts": 1}}, eval_dir / "summary.json")
@@ -80,6 +81,7 @@ def test_report_has_every_section_with_numbers_baselines_and_links(tmp_path: Pat
     assert "| flite:awb | 1 | 1 | 0 |" in text and "| procedural:bell | 0 | 0 | 2 |" in text, "per voice and task"
     assert "no leak" in text and "| deps | data/shards | abc.dir |" in text
     assert "the hat" in text and "a dog" not in text, "one example per task"
+    assert "| red | red | read | reed |" in text, "what the judge heard, free and with the text forced"
     report_dir = tmp_path / "reports"
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert {Path(link).suffix for link in links} == {".png", ".wav"}
@@ -87,7 +89,8 @@ def test_report_has_every_section_with_numbers_baselines_and_links(tmp_path: Pat
         target = report_dir / link
         assert target.is_file(), link
     wavs = sorted(link for link in links if link.endswith(".wav"))
-    assert wavs == ["samples/tts/smp-a.wav", "samples/tts_reference/smp-a.wav"], "audio kept beside the report"
+    assert wavs == ["samples/tts/smp-a.wav", "samples/tts_forced/smp-a.wav", "samples/tts_reference/smp-a.wav"], \
+        "audio kept beside the report"
     assert (report_dir / wavs[0]).read_bytes() == (tmp_path / "in" / "eval" / "audio/tts/smp-a.wav").read_bytes()
     for plot in ("metrics.png", "loss.png"):
         assert (report_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
