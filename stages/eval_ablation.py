@@ -80,6 +80,15 @@ def summarize(runs: Sequence[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def bar_height(runs: Sequence[dict[str, Any]], variant: str, task: str, metric: str) -> tuple[float, float]:
+    """(mean, std) of one variant's metric over its seeds; NaN (no bar) where no run of it has the metric, e.g. the
+    text-forced TTS score of `nar`, which cannot be given a script: a 0 there would read as a perfect score."""
+    values = [x for r in runs if r["variant"] == variant and (x := _value(r, task, metric)) is not None]
+    if not values:
+        return math.nan, 0.0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def plot(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
     """One panel per headline score: a bar per variant (mean over seeds, error bar = std), the baseline dashed."""
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
@@ -88,11 +97,7 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
     nrows = math.ceil(len(heads) / ncols) or 1
     plt, fig, axes = figure(nrows, ncols, 3.6 * ncols, 3.0 * nrows)
     for ax, h in zip(axes.flat, heads):
-        means, stds = [], []
-        for v in variants:
-            values = [x for r in runs if r["variant"] == v and (x := _value(r, h.task, h.metric)) is not None]
-            means.append(statistics.mean(values) if values else 0.0)
-            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+        means, stds = zip(*(bar_height(runs, v, h.task, h.metric) for v in variants))
         ax.bar(range(len(variants)), means, yerr=stds, capsize=3)
         ax.axhline(h.best_baseline(runs[0]["metrics"][h.task]), color="gray", linestyle="--", label="baseline")
         ax.set_xticks(range(len(variants)), variants, rotation=45, fontsize=8)

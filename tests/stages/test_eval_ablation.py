@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
 from model.objective import ObjectiveConfig
-from stages.eval_ablation import VARIANTS, overrides, plot, summarize
+from stages.eval_ablation import VARIANTS, bar_height, overrides, plot, summarize
 
 
 def run(variant: str, seed: int, wer: float, val_loss: float) -> dict:
@@ -44,3 +45,12 @@ def test_summary_gives_mean_and_std_over_seeds_in_variant_order_and_the_baseline
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     plot([run("ttt", 0, 0.4, 2.0), run("nar", 0, 0.7, 2.5)], tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_variant_without_the_metric_gets_no_bar_rather_than_a_zero() -> None:
+    runs = [run("ttt", 0, 0.4, 2.0), run("ttt", 1, 0.2, 2.0), run("nar", 0, 0.7, 2.5)]
+    mean, std = bar_height(runs, "ttt", "asr", "wer")
+    assert mean == pytest.approx(0.3) and std == pytest.approx(0.1414, abs=1e-4)
+    assert bar_height(runs, "nar", "asr", "wer") == (0.7, 0.0)
+    mean, std = bar_height(runs, "nar", "qa", "text_accuracy")
+    assert math.isnan(mean) and std == 0.0
