@@ -19,6 +19,18 @@ from typing import Any
 import polars as pl
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of every output: what `open()` would give (0o666 less the umask), not `mkstemp`'s owner-only 0o600, which
+#: would survive the rename and leave reports unreadable to other users. Read once, at import, because reading the
+#: umask means setting it, which is not thread-safe.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +38,7 @@ def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
