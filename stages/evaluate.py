@@ -152,8 +152,8 @@ class _Run:
 
     items: dict[str, list[EvalItem]]
     answers: dict[str, list[Answer]] = field(default_factory=dict)
-    forced: list[Answer] = field(default_factory=list)
-    """TTS answers with the sentence forced as their text (empty for the NAR baseline)."""
+    forced_pcm: list[np.ndarray] = field(default_factory=list)
+    """Speech of the TTS answers with the sentence forced as their text (empty for the NAR baseline)."""
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -237,7 +237,7 @@ def _save_wav(pcm: np.ndarray, out_dir: Path, folder: str, name: str) -> str:
 def _generate(run: _Run, assets: Assets, params: EvaluateParams, layout: PackParams, seed: int, out_dir: Path) -> None:
     """Every item's answer (and the text-forced TTS answers); the spoken ones saved as WAV files."""
     max_positions = int(assets.model.config.max_position_embeddings)
-    chunk_len = layout.audio_chunk
+    scriptable = objective_of(assets.model) in SCRIPTABLE
     for task, items in run.items.items():
         start = time.perf_counter()
         speak = task in SPOKEN_TASKS
@@ -245,8 +245,8 @@ def _generate(run: _Run, assets: Assets, params: EvaluateParams, layout: PackPar
         for item in items:
             budget = answer_budget(item.answer_tokens, len(item.prompt_ids), params.length_factor,
                                    params.max_audio_len, max_positions)
-            ans = answer(assets, item.prompt_ids, params.sampler_config(chunk_len, budget, seed), speak,
-                         params.decode_context)
+            config = params.sampler_config(layout.audio_chunk, budget, seed)
+            ans = answer(assets, item.prompt_ids, config, speak, params.decode_context)
             record: dict[str, Any] = {
                 "task": task, "sample_id": item.sample_id, "doc_id": item.doc_id, "reference": item.reference,
                 "answer": item.answer, "text": ans.text, "prompt_tokens": len(item.prompt_ids),
@@ -257,13 +257,12 @@ def _generate(run: _Run, assets: Assets, params: EvaluateParams, layout: PackPar
                 record.update(wav=_save_wav(ans.pcm, out_dir, task, item.sample_id),
                               audio_s=round(ans.pcm.size / SAMPLE_RATE, 3), decode_s=round(ans.decode_s, 4),
                               first_audio_s=None if ans.first_audio_s is None else round(ans.first_audio_s, 4))
-            if task == "tts" and objective_of(assets.model) in SCRIPTABLE:
+            if task == "tts" and scriptable:
                 script = assistant_text_script(assets.tokenizer.encode(item.reference, add_special_tokens=False),
                                                assets.spec, layout.text_chunk)
-                forced = answer(assets, item.prompt_ids, params.sampler_config(chunk_len, budget, seed), True,
-                                params.decode_context, text_script=script)
+                forced = answer(assets, item.prompt_ids, config, True, params.decode_context, text_script=script)
                 assert forced.pcm is not None
-                run.forced.append(forced)
+                run.forced_pcm.append(forced.pcm)
                 record["forced_wav"] = _save_wav(forced.pcm, out_dir, "tts_forced", item.sample_id)
             run.answers[task].append(ans)
             run.records[task].append(record)
@@ -305,7 +304,7 @@ def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | P
         elif task == "tts":
             original, roundtrip, random = _tts_references(items, assets, audio_dir, validated_dir, seed, out_dir)
             ceiling, source = judge.transcribe_batch(roundtrip), judge.transcribe_batch(original)
-            forced = judge.transcribe_batch([a.pcm for a in run.forced if a.pcm is not None])
+            forced = judge.transcribe_batch(run.forced_pcm)
             metrics[task] = score_tts(items, texts, judged, ceiling, source, judge.transcribe_batch(random), forced)
             for record, item, transcript, ref_transcript in zip(records, items, judged, ceiling):
                 record.update(wer=round(m.wer([item.reference], [transcript]), 4), ceiling_judge=ref_transcript,

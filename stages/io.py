@@ -10,50 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of every output: what `open()` would give (0o666 less the umask), not `mkstemp`'s owner-only 0o600, which
-#: would survive the rename and leave reports unreadable to other users. Read once, at import, because reading the
-#: umask means setting it, which is not thread-safe.
-FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+from stages.atomic import atomic_write
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path) -> Path:
     """Write a parquet file atomically (zstd, one row group per 64k rows, deterministic bytes)."""
-    return _atomic(path, lambda p: df.write_parquet(p, compression="zstd", statistics=False, row_group_size=65536))
+    return atomic_write(path, lambda p: df.write_parquet(p, compression="zstd", statistics=False, row_group_size=65536))
 
 
 def write_bytes(data: bytes, path: str | Path) -> Path:
     """Write raw bytes atomically."""
-    return _atomic(path, lambda p: p.write_bytes(data))
+    return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def write_text(text: str, path: str | Path) -> Path:

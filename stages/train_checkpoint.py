@@ -22,11 +22,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from stages.atomic import atomic_write
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -118,24 +121,13 @@ def clear_checkpoints(out_dir: str | Path) -> None:
     shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
 
 
-def _copy_atomic(src: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(checkpoint: str | Path, out_dir: str | Path) -> None:
     """Copy a checkpoint's Hugging Face model files and trainer state to `out_dir`, each file atomically."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         src = Path(checkpoint) / name
         if src.is_file():
-            _copy_atomic(src, Path(out_dir) / name)
+            atomic_write(Path(out_dir) / name, partial(shutil.copyfile, src))
 
 
 def fingerprint(obj: Any) -> str:

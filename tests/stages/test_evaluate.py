@@ -264,6 +264,5 @@ def test_an_empty_task_is_refused(built: corpus.Built, tmp_path: Path) -> None:
                      shards / "index.parquet")
     with pytest.raises(ValueError, match=r"no test documents for task\(s\) \['asr'\]"):
         run_evaluate(EvaluateParams(tasks=("asr",)), PackParams(), 0, assets=None, judge=RecordingJudge(),
-                     shards_dir=shards,
-                     validated_dir=built.validated, audio_dir=built.audio, out_dir=tmp_path / "eval",
+                     shards_dir=shards, validated_dir=built.validated, audio_dir=built.audio, out_dir=tmp_path / "eval",
                      metrics_path=tmp_path / "m.json")

@@ -9,14 +9,15 @@ import polars as pl
 import pytest
 
 from stages import io
+from stages.atomic import FILE_MODE
 
 
 def test_outputs_get_the_umask_mode_not_mkstemps_owner_only_mode(tmp_path: Path) -> None:
     written = [io.write_json({"a": 1}, tmp_path / "m.json"), io.write_text("x", tmp_path / "r.md"),
                io.write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "t.parquet")]
     for path in written:
-        assert stat.S_IMODE(path.stat().st_mode) == io.FILE_MODE
-    assert io.FILE_MODE & stat.S_IRUSR and io.FILE_MODE != 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == FILE_MODE
+    assert FILE_MODE & stat.S_IRUSR and FILE_MODE != 0o600
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:

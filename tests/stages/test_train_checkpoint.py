@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from model.modeling import build_model
 from model.testing import toy_spec
 from stages import train_checkpoint as ckpt
+from stages.atomic import FILE_MODE
 
 SPEC = toy_spec(text_vocab=64, audio_size=32)
 
@@ -62,6 +64,9 @@ def test_export_copies_the_hf_model_and_state(tmp_path, model):
     path = write(tmp_path / "run", 5, model)
     ckpt.export_model(path, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(ckpt.MODEL_FILES)
+    for exported in (tmp_path / "out").iterdir():
+        assert exported.read_bytes() == (path / exported.name).read_bytes()
+        assert stat.S_IMODE(exported.stat().st_mode) == FILE_MODE, "readable like any output, not mkstemp's 0600"
 
 
 def test_fingerprint_ignores_key_order_and_sees_values():
