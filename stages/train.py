@@ -36,6 +36,8 @@ Logged metrics (train/* every step, val/* at each validation), for every objecti
 on text-class / audio-class targets: for `ttt` exactly its AR and diffusion parts; for `ar` the next-token loss on
 each modality; for `nar` the diffusion loss restricted to each modality), `lr`, `grad_norm` (before clipping),
 `tokens_per_s` (non-padding tokens of the global batch per second of step time) and `tokens` (seen so far).
+At the last step also `tokens_per_s_median`, the median of `tokens_per_s` over the steps this process ran: the
+steady throughput figure (a single step's value swings by ±30 % on a shared CPU).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import statistics
 import math
 import time
 from dataclasses import dataclass
@@ -410,6 +413,7 @@ class TrainRecipe:
                 self.last_metrics = evaluate(self.backend, self.val_batches, self.spec, p.lambda_audio)
                 self._log(0, self.last_metrics)
             stream = self._rows()
+            rates: list[float] = []
             while self.step < p.steps:
                 start = time.perf_counter()
                 lr = lr_at(self.step, p)
@@ -422,6 +426,9 @@ class TrainRecipe:
                 values = {**sums.all_reduce(self.backend).means("train"), "train/lr": lr,
                           "train/grad_norm": grad_norm, "train/tokens_per_s": tokens / seconds,
                           "train/tokens": float(self.tokens_seen)}
+                rates.append(values["train/tokens_per_s"])
+                if self.step == p.steps:
+                    values["train/tokens_per_s_median"] = statistics.median(rates)
                 if self.step % p.eval_every == 0 or self.step == p.steps:
                     values |= evaluate(self.backend, self.val_batches, self.spec, p.lambda_audio)
                 self._log(self.step, values)

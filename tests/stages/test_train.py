@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -166,7 +167,7 @@ def test_a_run_killed_mid_way_resumes_and_reproduces_the_uninterrupted_curve(tmp
     for got, want in zip(resumed, reference):
         assert set(got) == set(want)
         for name in want:
-            if name not in ("train/tokens_per_s",):
+            if name not in ("train/tokens_per_s", "train/tokens_per_s_median"):
                 assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), (got["step"], name)
 
     state = json.loads((out / "model" / ckpt.STATE_FILE).read_text())
@@ -196,8 +197,16 @@ def test_the_exported_model_loads_with_transformers(tmp_path):
     assert type(model).__name__ == "TttForCausalLM" and model.token_spec == SPEC
     summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
     assert summary["step"] == 1 and {"text_loss", "audio_loss", "loss"} <= set(summary["val"])
-    assert {"loss", "lr", "grad_norm", "tokens_per_s", "tokens"} <= set(summary["train"])
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "tokens", "tokens_per_s_median"} <= set(summary["train"])
     assert metrics[-1]["val/loss"] == pytest.approx(summary["val"]["loss"])
+
+
+def test_the_last_step_logs_the_median_throughput_of_the_run(tmp_path):
+    curves = run_mini(tmp_path, steps=3, eval_every=3)
+    steps = [row for row in curves if "train/tokens_per_s" in row]
+    rates = [row["train/tokens_per_s"] for row in steps]
+    assert len(rates) == 3 and ["train/tokens_per_s_median" in row for row in steps] == [False, False, True]
+    assert curves[-1]["train/tokens_per_s_median"] == pytest.approx(statistics.median(rates))
 
 
 @pytest.mark.slow
