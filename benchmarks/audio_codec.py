@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks.results import write_json_atomic
 from stages.asr_judge import AsrJudge, cer, wer
 from stages.audio_codec import AudioCodec, CodecConfig
 
@@ -223,10 +224,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("reports/benchmarks/audio_codec.json"))
     args = p.parse_args()
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(result, args.out)
     print(markdown(result))
 
 

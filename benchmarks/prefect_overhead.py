@@ -18,7 +18,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from benchmarks.results import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECT = ("import sys; from stages.base import load_base; from stages.config import load_section;"
@@ -115,10 +116,7 @@ def main() -> None:
             result[f"fetch_flow_{mode}_overhead_s"] = round(flow_s - result["fetch_direct_s"], 2)
     result |= {"repeats": args.repeats, "load_average_1min": round(load, 2), "cpus": os.cpu_count(),
                "samples": {k: [round(x, 2) for x in v] for k, v in figures.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = Path(f"{args.out}.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_out, args.out)
+    write_json_atomic(result, Path(args.out))
     for key, value in result.items():
         if key != "samples":
             print(f"{key:36s} {value}")

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from stages.atomic import atomic_write
+
 if TYPE_CHECKING:
     import numpy as np
     from transformers import PreTrainedTokenizerFast
@@ -328,9 +330,7 @@ def read_batch(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _write_results(path: Path, replies: list[Reply]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(asdict(r)) + "\n" for r in replies))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(asdict(r)) + "\n" for r in replies)))
 
 
 # --- command line ----------------------------------------------------------------------------------------------

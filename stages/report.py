@@ -41,6 +41,7 @@ from pathlib import Path
 import polars as pl
 
 from stages import io
+from stages.atomic import atomic_write
 from stages.eval_data import EVAL_TASKS
 from stages.evaluate import HEADLINES
 from stages.lineage import MANIFESTS, Lineage, LineageError, locked_stage, markdown
@@ -138,13 +139,11 @@ def figure(nrows: int, ncols: int, width: float, height: float):
 
 def save_figure(plt, fig, path: str | Path) -> None:
     """Write a PNG atomically, without the matplotlib version stamp (same data, same bytes), and close it."""
-    path = Path(path)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
 
 
 def plot_losses(curves: dict[str, pl.DataFrame], path: Path) -> bool:

@@ -11,8 +11,9 @@ the curves of a killed-and-resumed run are the curves of an uninterrupted one, w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from stages.atomic import atomic_write
 
 PLOTS_SUBDIR = Path("plots") / "metrics"
 
@@ -28,9 +29,7 @@ def truncate_history(metrics_dir: str | Path, last_step: int) -> None:
             continue
         step_col = lines[0].rstrip("\n").split("\t").index("step")
         kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= last_step]
-        tmp = tsv.with_name(f".{tsv.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, tsv)
+        atomic_write(tsv, lambda tmp: tmp.write_text("".join(kept)))
 
 
 class MetricsLog:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from stages.atomic import atomic_write
 from stages.audio_codec.decoder import TokenMelDecoder, fit_decoder
 from stages.audio_codec.features import MelSpectrogram
 from stages.audio_codec.kmeans import fit_kmeans, nearest
@@ -283,12 +283,9 @@ class AudioCodec:
             tensors |= {
                 f"decoder.{k}": v.contiguous() for k, v in self.decoder.state_dict().items() if k != "centroids"
             }
-        tmp = d / f".{WEIGHTS_FILE}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, d / WEIGHTS_FILE)
-        tmp = d / f".{CONFIG_FILE}.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT, "config": dataclasses.asdict(self.config)}, indent=2) + "\n")
-        os.replace(tmp, d / CONFIG_FILE)
+        config = json.dumps({"format": FORMAT, "config": dataclasses.asdict(self.config)}, indent=2) + "\n"
+        atomic_write(d / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(d / CONFIG_FILE, lambda tmp: tmp.write_text(config))
         return d
 
     @classmethod
