@@ -152,6 +152,19 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return float(jiwer.wer(r, h))
 
 
+def word_recall(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Share of the (normalised) reference words that the WER alignment matches in the hypotheses.
+
+    Why beside WER: on babble whisper may hallucinate long sentences, and those insertions move the WER between
+    1 and 5 for equally unintelligible speech. Recall counts only the words that got across, so 0 is silence and
+    any gain is a word the judge really heard.
+    """
+    import jiwer
+
+    r, h = _normalized_pairs(refs, hyps)
+    return jiwer.process_words(r, h).hits / sum(len(ref.split()) for ref in r)
+
+
 def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Corpus character error rate over normalised texts."""
     import jiwer

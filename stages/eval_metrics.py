@@ -4,7 +4,8 @@ Every text comparison goes through `stages.asr_judge.normalize_text` (lower-case
 punctuation and apostrophes dropped; its docstring lists the rules), the same normaliser the ASR judge's WER uses,
 so "Paris." / "paris" or "25" / "twenty-five" never count as errors anywhere in the report.
 
-- `wer` / `cer`: corpus word / character error rate (jiwer) over normalised texts.
+- `wer` / `cer`: corpus word / character error rate (jiwer) over normalised texts; `word_recall`: the share of
+  reference words the WER alignment matches (blind to inserted words).
 - `contains_answer`: the normalised answer occurs in the normalised text as whole words (spoken QA, judged
   speech); `exact_match`: the normalised texts are equal (sound-event classes, QA answers).
 - `token_f1`: SQuAD-style bag-of-words F1 between two normalised texts (captions).
@@ -16,10 +17,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from stages.asr_judge import cer, normalize_text, wer
+from stages.asr_judge import cer, normalize_text, wer, word_recall
 
 __all__ = ["accuracy", "cer", "contains_answer", "exact_match", "mean", "mean_token_f1", "most_common",
-           "normalize_text", "token_f1", "wer"]
+           "normalize_text", "token_f1", "wer", "word_recall"]
 
 
 def exact_match(hypothesis: str, reference: str) -> bool:

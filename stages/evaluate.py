@@ -16,7 +16,8 @@ compared after the one normaliser of `stages.eval_metrics`; speech is transcribe
   the audio is the model's; it tells "cannot copy the text" from "cannot speak it" (not for the NAR baseline,
   which has no AR side to force). Baselines: silence; random codes of the reference's length decoded by the
   codec. Ceilings: the judge's WER on the reference speech round-tripped through the codec (`ceiling_codec_wer`)
-  and on the original speech.
+  and on the original speech. Beside each judge WER its `*word_recall`, the share of the sentence's words the
+  judge heard (silence: 0): whisper's hallucinations on babble inflate the WER, never the recall.
 - qa: answer accuracy, the short answer occurring in the written text (`text_accuracy`) or in the judge's
   transcript of the spoken answer (`spoken_accuracy`); exact match. Baseline: the most common training answer.
 - sound_cls: accuracy (normalised exact match of the class). Baselines: the majority training class; chance.
@@ -171,12 +172,15 @@ def score_tts(items: Sequence[EvalItem], texts: Sequence[str], judged: Sequence[
               source: Sequence[str], random_codes: Sequence[str], judged_forced: Sequence[str] = ()
               ) -> dict[str, float]:
     refs = [i.reference for i in items]
-    forced = {"judge_wer_text_forced": m.wer(refs, judged_forced)} if judged_forced else {}
+    forced = ({"judge_wer_text_forced": m.wer(refs, judged_forced),
+               "judge_word_recall_text_forced": m.word_recall(refs, judged_forced)} if judged_forced else {})
     return {**forced, "judge_wer": m.wer(refs, judged), "judge_cer": m.cer(refs, judged),
-            "text_wer": m.wer(refs, texts),
-            "ceiling_codec_wer": m.wer(refs, ceiling), "ceiling_source_wer": m.wer(refs, source),
+            "judge_word_recall": m.word_recall(refs, judged), "text_wer": m.wer(refs, texts),
+            "ceiling_codec_wer": m.wer(refs, ceiling), "ceiling_codec_word_recall": m.word_recall(refs, ceiling),
+            "ceiling_source_wer": m.wer(refs, source),
             "baseline_silence_wer": m.wer(refs, [""] * len(refs)),
-            "baseline_random_codes_wer": m.wer(refs, random_codes)}
+            "baseline_random_codes_wer": m.wer(refs, random_codes),
+            "baseline_random_codes_word_recall": m.word_recall(refs, random_codes)}
 
 
 def score_qa(items: Sequence[EvalItem], texts: Sequence[str], judged: Sequence[str],

@@ -16,6 +16,13 @@ def test_wer_and_cer_of_known_strings() -> None:
     assert m.wer(["one two"], [""]) == 1.0 and m.cer(["ab"], [""]) == 1.0, "an empty transcript deletes everything"
 
 
+def test_word_recall_counts_the_reference_words_heard_and_ignores_insertions() -> None:
+    assert m.word_recall(["the cat sat"], ["The dog sat down down down down"]) == pytest.approx(2 / 3)
+    assert m.word_recall(["the cat sat", "on the mat"], ["", "on the mat"]) == pytest.approx(3 / 6)
+    assert m.word_recall(["one two"], [""]) == 0.0
+    assert m.word_recall(["There are 25."], ["there are twenty-five"]) == 1.0, "the same normaliser as the WER"
+
+
 def test_answer_matching_is_on_whole_normalised_words() -> None:
     assert m.contains_answer("Australia uses the Euro.", "euro")
     assert not m.contains_answer("It is in Europe.", "Euro"), "a word inside another word is no match"

@@ -89,6 +89,13 @@ def test_tts_judge_wer_ceilings_and_baselines() -> None:
     assert scores["judge_wer"] == pytest.approx(1 / 5) and scores["text_wer"] == 0.0
     assert scores["ceiling_codec_wer"] == 0.0 and scores["baseline_silence_wer"] == 1.0
     assert scores["baseline_random_codes_wer"] == pytest.approx(1.0), "two substitutions, three deletions"
+    assert scores["judge_word_recall"] == pytest.approx(4 / 5) and scores["ceiling_codec_word_recall"] == 1.0
+    assert scores["baseline_random_codes_word_recall"] == 0.0
+    assert "judge_word_recall_text_forced" not in scores, "no forced speech, no forced score"
+    forced = score_tts(items, texts=["", ""], judged=["", ""], ceiling=["", ""], source=["", ""],
+                       random_codes=["", ""], judged_forced=["red red red red red red", "two"])
+    assert forced["judge_word_recall_text_forced"] == pytest.approx(2 / 5)
+    assert forced["judge_wer_text_forced"] == pytest.approx(6 / 5), "3 insertions, 2 substitutions, 1 deletion"
 
 
 def test_speed_figures() -> None:
