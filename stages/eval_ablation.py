@@ -30,7 +30,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 #: Columns besides the headline scores: (task, metric) in the evaluate metrics, or ("train", name) in the final
 #: training metrics.
-EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("train", "val/loss"), ("speed", "audio_tokens_per_s"),
+EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("tts", "judge_word_recall"), ("tts", "judge_word_recall_text_forced"),
+                                              ("train", "val/loss"), ("speed", "audio_tokens_per_s"),
                                               ("speed", "real_time_factor"))
 
 
