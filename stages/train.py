@@ -45,8 +45,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import statistics
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
