@@ -10,16 +10,19 @@ so "Paris." / "paris" or "25" / "twenty-five" never count as errors anywhere in 
   speech); `exact_match`: the normalised texts are equal (sound-event classes, QA answers).
 - `token_f1`: SQuAD-style bag-of-words F1 between two normalised texts (captions).
 - `majority` / `most_common`: the trivial baselines ("always answer the training set's most frequent label").
+- `best_constant`: the strongest "ignores its input" baseline — of the most common training answers and the runs of
+  the most frequent training words in their usual order ("the", "the of", ...), the one output that scores best on the *training*
+  references, so a model that learned only to emit frequent words does not pass for one that listens.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stages.asr_judge import cer, normalize_text, wer, word_recall
 
-__all__ = ["accuracy", "cer", "contains_answer", "exact_match", "mean", "mean_token_f1", "most_common",
+__all__ = ["accuracy", "best_constant", "cer", "contains_answer", "exact_match", "mean", "mean_token_f1", "most_common",
            "normalize_text", "token_f1", "wer", "word_recall"]
 
 
@@ -75,3 +78,27 @@ def most_common(labels: Sequence[str]) -> str:
     counts = Counter(normalize_text(label) for label in labels)
     best = min(counts, key=lambda k: (-counts[k], k))
     return spelling[best]
+
+
+def best_constant(train: Sequence[str], error: Callable[[Sequence[str], Sequence[str]], float],
+                  common_answers: int = 50, max_words: int = 8) -> str:
+    """The candidate with the lowest `error(references, [candidate] * n)` on the training answers `train` (ties:
+    the earlier candidate). Candidates: the `common_answers` most frequent answers, then for k = 1..`max_words`
+    the k most frequent words, each placed at its mean relative position in the answers (normalised)."""
+    if not train:
+        raise ValueError("no training answers to choose a constant from")
+    normalised = [normalize_text(t) for t in train]
+    answers = [a for a, _ in sorted(Counter(normalised).items(), key=lambda kv: (-kv[1], kv[0]))[:common_answers]]
+    word_counts: Counter[str] = Counter()
+    place: Counter[str] = Counter()  # sum of each word's relative position (0 first .. 1 last) in its answers
+    for text in normalised:
+        tokens = text.split()
+        for i, w in enumerate(tokens):
+            word_counts[w] += 1
+            place[w] += i / max(len(tokens) - 1, 1)
+    words = [w for w, _ in sorted(word_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_words]]
+    runs = [sorted(words[:k], key=lambda w: (place[w] / word_counts[w], w)) for k in range(1, len(words) + 1)]
+    candidates = [a for a in answers if a] + [" ".join(run) for run in runs]
+    if not candidates:
+        raise ValueError("the training answers are all empty after normalisation")
+    return min(candidates, key=lambda c: error(train, [c] * len(train)))

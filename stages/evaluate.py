@@ -133,8 +133,10 @@ class Headline:
 
 
 HEADLINES: tuple[Headline, ...] = (
-    Headline("asr", "wer", ("baseline_empty_wer", "baseline_constant_wer"), True, "ASR word error rate"),
-    Headline("asr", "cer", ("baseline_empty_cer", "baseline_constant_cer"), True, "ASR character error rate"),
+    Headline("asr", "wer", ("baseline_empty_wer", "baseline_constant_wer", "baseline_best_constant_wer"), True,
+             "ASR word error rate"),
+    Headline("asr", "cer", ("baseline_empty_cer", "baseline_constant_cer", "baseline_best_constant_cer"), True,
+             "ASR character error rate"),
     Headline("tts", "judge_wer", ("baseline_silence_wer", "baseline_random_codes_wer"), True,
              "TTS intelligibility (judge WER)", ceiling="ceiling_codec_wer"),
     Headline("tts", "judge_wer_text_forced", ("baseline_silence_wer", "baseline_random_codes_wer"), True,
@@ -163,9 +165,11 @@ class _Run:
 def score_asr(items: Sequence[EvalItem], hyps: Sequence[str], train: Sequence[str]) -> dict[str, float]:
     refs = [i.reference for i in items]
     constant = [m.most_common(train)] * len(refs)
+    best_wer, best_cer = ([m.best_constant(train, error)] * len(refs) for error in (m.wer, m.cer))
     return {"wer": m.wer(refs, hyps), "cer": m.cer(refs, hyps), "baseline_empty_wer": m.wer(refs, [""] * len(refs)),
             "baseline_empty_cer": m.cer(refs, [""] * len(refs)), "baseline_constant_wer": m.wer(refs, constant),
-            "baseline_constant_cer": m.cer(refs, constant)}
+            "baseline_constant_cer": m.cer(refs, constant), "baseline_best_constant_wer": m.wer(refs, best_wer),
+            "baseline_best_constant_cer": m.cer(refs, best_cer)}
 
 
 def score_tts(items: Sequence[EvalItem], texts: Sequence[str], judged: Sequence[str], ceiling: Sequence[str],

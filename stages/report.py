@@ -302,8 +302,9 @@ def render(params: ReportParams, inputs: ReportInputs, report_path: Path, plots_
              f"task: {items or 'unknown'}. Compared with `{params.diff_rev}` below.")
     headline = (f"## Headline: model vs trivial baselines\n\n{headline_section(metrics)}\n\n"
                 "A baseline is the same scorer applied to a trivial answer (empty or constant transcript, silence, "
-                "random codes, the most common training answer, the majority class); the ceiling is the judge on the "
-                "reference speech round-tripped through the codec.")
+                "random codes, the most common training answer, the majority class, and the best constant "
+                "transcript: the one output, chosen on the training transcripts, that scores best without "
+                "listening); the ceiling is the judge on the reference speech round-tripped through the codec.")
     drawn = plot_metrics(metrics, plots_dir / "metrics.png")
     all_metrics = f"## All metrics\n\n{image('metrics.png', drawn, 'no scores')}\n\n{metrics_section(metrics)}"
     training = f"## Training\n\n{image('loss.png', plot_losses(curves, plots_dir / 'loss.png'), no_curves)}"

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import torch
 
 from stages import io
 from stages.audio_codec import AudioCodec, CodecConfig, SpeechCodec, load_glm4voice
@@ -166,6 +167,16 @@ def load_codec(tokenizers_dir: str | Path) -> SpeechCodec:
         ref = json.loads(external.read_text())
         return load_glm4voice(ref["tokenizer_dir"], ref["decoder_dir"])
     return AudioCodec.load(audio)
+
+
+def codec_code_vectors(tokenizers_dir: str | Path) -> torch.Tensor:
+    """`[codebook_size, D]` vectors of the embedded codec's codes (its k-means centroids), for initialising the
+    model's audio-code embeddings; an external tokenizer has no such vectors, which is an error naming the fix."""
+    audio = Path(tokenizers_dir) / AUDIO_DIR
+    if (audio / EXTERNAL_FILE).is_file():
+        raise ValueError(f"{audio} holds an external audio tokenizer (GLM-4-Voice), which has no code vectors; "
+                         "set train.audio_embedding_init: random")
+    return AudioCodec.load(audio).centroids_KD
 
 
 def codec_fingerprint(tokenizers_dir: str | Path) -> str:

@@ -92,6 +92,9 @@ class TrainParams:
     """Size preset of a freshly initialised backbone (`model.config.PRESETS`); ignored when `qwen_dir` is set."""
     qwen_dir: str = ""
     """Local Qwen2.5 directory to start from (full profile; embeddings grown for the added tokens)."""
+    audio_embedding_init: Literal["random", "codec"] = "random"
+    """`codec`: a fresh model's audio-code embedding rows start at the embedded codec's centroids (rotated and
+    scaled, `model.audio_embeddings`), so codes that sound alike start alike; `random`: the backbone's own init."""
     lr: float = 3e-3
     """Peak learning rate (after warm-up)."""
     min_lr_ratio: float = 0.1
@@ -337,16 +340,22 @@ class TrainRecipe:
     def _model(self, resume: Path | None) -> torch.nn.Module:
         from transformers.utils import logging as hf_logging
 
+        from model.audio_embeddings import init_audio_embeddings
         from model.modeling import TttForCausalLM, build_model, load_qwen2_backbone  # transformers: seconds
+        from stages.tokenizers import codec_code_vectors
 
         hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise; ours is enough
         p = self.params
         if resume is not None:
             return TttForCausalLM.from_pretrained(resume, attn_implementation=self.attn, dtype=torch.float32)
         if p.qwen_dir:
-            return load_qwen2_backbone(p.qwen_dir, self.spec, self.objective, attn_implementation=self.attn,
-                                       dtype=torch.float32)
-        return build_model(p.model, self.spec, self.objective, attn_implementation=self.attn, seed=self.seed)
+            model = load_qwen2_backbone(p.qwen_dir, self.spec, self.objective, attn_implementation=self.attn,
+                                        dtype=torch.float32)
+        else:
+            model = build_model(p.model, self.spec, self.objective, attn_implementation=self.attn, seed=self.seed)
+        if p.audio_embedding_init == "codec":
+            init_audio_embeddings(model, self.spec, codec_code_vectors(self.tokenizer_dir), self.seed)
+        return model
 
     def _make_backend(self, model: torch.nn.Module) -> Backend:
         p = self.params

@@ -18,15 +18,20 @@ there, DESIGN §4). FlexAttention needs a BlockMask per query length and is the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM
 
 from model.attention import MaskKind, additive_mask, build_mask_mod
 from model.vocab import TokenSpec
 
 CACHEABLE_KINDS: tuple[str, ...] = ("ttt", "ar")
+#: transformers renamed `forward(past_key_values=...)` to `cache=...` within our supported 5.x range (the old name
+#: warns from 5.2x and goes in 5.40), so the keyword is taken from the installed signature.
+CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2ForCausalLM.forward).parameters else "past_key_values"
 
 
 def mask_rows(ids_L: torch.Tensor, start: int, spec: TokenSpec, kind: MaskKind) -> torch.Tensor:
@@ -84,5 +89,5 @@ class CachedContext:
         positions_1N = torch.arange(P, P + N, device=new_N.device)[None]
         with torch.no_grad():
             out = self.model(input_ids=new_N[None], attention_mask=mask_11NL, position_ids=positions_1N,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=n_logits)
+                             use_cache=True, logits_to_keep=n_logits, **{CACHE_KWARG: self.cache})
         return out.logits[0].float()

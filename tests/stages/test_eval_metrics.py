@@ -52,6 +52,23 @@ def test_most_common_normalises_and_breaks_ties_deterministically() -> None:
         m.most_common([])
 
 
+def test_best_constant_is_chosen_on_the_training_answers() -> None:
+    # every answer once: each 4-word answer scores 11/23 on the others, the run "is in" 13/23; ties go to the first
+    train = ["paris is in france", "lima is in peru", "rome is in italy", "oslo is in norway",
+             "the nile is in egypt and sudan"]
+    assert m.best_constant(train, m.wer) == "lima is in peru"
+    assert m.wer(train, ["lima is in peru"] * 5) == pytest.approx(11 / 23)
+    # no answer is short enough: the frequent word alone (5/9) beats every answer (>= 6/9)
+    train = ["hello there", "there now", "so there", "there it is"]
+    assert m.best_constant(train, m.wer) == "there"
+    assert m.wer(train, ["there"] * 4) == pytest.approx(5 / 9)
+    assert min(m.wer(train, [a] * 4) for a in train) == pytest.approx(6 / 9)
+    with pytest.raises(ValueError):
+        m.best_constant([], m.wer)
+    with pytest.raises(ValueError, match="empty"):
+        m.best_constant(["...", "!"], m.wer)
+
+
 def test_accuracy_and_mean() -> None:
     assert m.accuracy([True, False, True, True]) == 0.75
     with pytest.raises(ValueError):

@@ -50,6 +50,8 @@ def test_asr_scores_and_baselines() -> None:
     assert perfect["wer"] == 0.0 and perfect["cer"] == 0.0
     assert perfect["baseline_empty_wer"] == 1.0 and perfect["baseline_empty_cer"] == 1.0
     assert perfect["baseline_constant_wer"] == pytest.approx(3 / 6), "'the cat sat' everywhere: right once"
+    # the best constant on these training answers is "the cat sat" too (the word run "the" does worse there)
+    assert perfect["baseline_best_constant_wer"] == pytest.approx(3 / 6)
     half = score_asr(items, ["the cat sat", ""], ["x"])
     assert half["wer"] == pytest.approx(0.5)
 

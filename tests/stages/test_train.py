@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -27,9 +28,11 @@ from model.noising import prepare_batch
 from model.objective import ObjectiveConfig
 from model.testing import random_packed_batch, toy_spec
 from stages import train_checkpoint as ckpt
+from stages.audio_codec import AudioCodec, CodecConfig
 from stages.config import ParamsError, from_mapping
 from stages.train import (TrainParams, lr_at, modality_losses, noise_generator, run_train,
                           train_step)
+from stages.tokenizers import EXTERNAL_FILE
 from stages.train_backend import TorchBackend, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +131,37 @@ def test_golden_loss_curve(tmp_path):
 
 # --- exact resume after SIGKILL ------------------------------------------------------------------------------------
 RESUME = dict(steps=8, checkpoint_every=2, eval_every=4, keep_checkpoints=2)
+
+
+def tokenizers_with_codec(tmp: Path, codes: int = 32) -> Path:
+    """The mini run's tokenizers plus an embedded codec of `codes` centroids (the toy vocabulary's audio size)."""
+    out = tmp / "tokenizers"
+    shutil.copytree(golden.TOKENIZERS, out)
+    config = CodecConfig(codebook_size=codes, decoder="centroid")
+    centroids = torch.randn(codes, config.stack * config.n_mels, generator=torch.Generator().manual_seed(5))
+    AudioCodec(config, centroids).save(out / "audio")
+    return out
+
+
+def test_codec_embedding_init_starts_from_the_codec_and_names_what_is_missing(tmp_path):
+    params = TrainParams(**{**golden.GOLDEN_PARAMS, "audio_embedding_init": "codec", "steps": 1})
+    codec_run = tmp_path / "codec"
+    run_train(params, golden.GOLDEN_SEED, golden.SHARDS, tokenizers_with_codec(codec_run), codec_run / "model",
+              codec_run / "metrics", progress=False)
+    first = golden.read_curves(codec_run / "metrics")[0]
+    golden_first = json.loads(golden.GOLDEN.read_text())["losses"][0]
+    # step-0 validation runs before any update, with the golden run's seed: only the audio rows can move it
+    assert first["val/audio_loss"] != pytest.approx(golden_first["val/audio_loss"], rel=1e-3)
+    with pytest.raises(FileNotFoundError, match="codec_config.json"):
+        run_train(params, golden.GOLDEN_SEED, golden.SHARDS, golden.TOKENIZERS, tmp_path / "m1", tmp_path / "x1",
+                  progress=False)
+    external = tmp_path / "external"
+    shutil.copytree(golden.TOKENIZERS, external)
+    (external / "audio").mkdir()
+    (external / "audio" / EXTERNAL_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="audio_embedding_init: random"):
+        run_train(params, golden.GOLDEN_SEED, golden.SHARDS, external, tmp_path / "m2", tmp_path / "x2",
+                  progress=False)
 
 
 def write_params(path: Path) -> Path:
