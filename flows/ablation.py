@@ -1,5 +1,5 @@
-"""`ttt ablation`: train and evaluate TtT, the AR and NAR baselines and TtT without BANOM / PPM / SST, several seeds
-each, and write one comparison table and plot.
+"""`ttt ablation`: train and evaluate TtT, the AR and NAR baselines, TtT without BANOM / PPM / SST and TtT with the
+codec embedding init (`stages.eval_ablation.VARIANTS`), several seeds each, and write one comparison table and plot.
 
     ttt ablation                                    # every variant, seeds 0 1 2, the active profile's params
     ttt ablation --variants ttt ar nar --seeds 0 1 --steps 50 --items 12    # a quicker, smaller grid

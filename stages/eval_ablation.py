@@ -2,7 +2,8 @@
 
 Variants (DESIGN §1): `ttt` (the method with every strategy), the two baselines under the same code and budget
 (`ar`: everything next-token; `nar`: everything masked diffusion), and `ttt` with one train-test strategy switched
-off (`no_banom`: p_clean = 0, `no_ppm`: p_prefix = 0, `no_sst`: p_trunc = 0). Each is trained and evaluated with
+off (`no_banom`: p_clean = 0, `no_ppm`: p_prefix = 0, `no_sst`: p_trunc = 0), plus `codec_init`: `ttt` with its
+audio-code embeddings started at the codec's centroids (`train.audio_embedding_init`). Each is trained and evaluated with
 several seeds; the table gives mean ± standard deviation over seeds of every headline score (`stages.evaluate
 .HEADLINES`), the final validation loss and the speed figures, with the trivial baselines in the last row.
 """
@@ -27,11 +28,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_banom": {"p_clean": 0.0},
     "no_ppm": {"p_prefix": 0.0},
     "no_sst": {"p_trunc": 0.0},
+    "codec_init": {"audio_embedding_init": "codec"},
 }
 #: Columns besides the headline scores: (task, metric) in the evaluate metrics, or ("train", name) in the final
 #: training metrics.
 EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("tts", "judge_word_recall"), ("tts", "judge_word_recall_text_forced"),
-                                              ("train", "val/loss"), ("speed", "audio_tokens_per_s"),
+                                              ("train", "val/loss"), ("train", "val/text_loss"),
+                                              ("train", "val/audio_loss"), ("speed", "audio_tokens_per_s"),
                                               ("speed", "real_time_factor"))
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model.objective import ObjectiveConfig
 from stages.eval_ablation import VARIANTS, bar_height, overrides, plot, summarize
+from stages.train import TrainParams
 
 
 def run(variant: str, seed: int, wer: float, val_loss: float) -> dict:
@@ -20,13 +20,14 @@ def run(variant: str, seed: int, wer: float, val_loss: float) -> dict:
 
 
 def test_variants_switch_off_exactly_one_thing() -> None:
-    base = ObjectiveConfig()
+    base = TrainParams()
     for name in VARIANTS:
         changed = dataclasses.replace(base, **overrides(name))
         diff = {f.name for f in dataclasses.fields(base) if getattr(base, f.name) != getattr(changed, f.name)}
         assert len(diff) == (0 if name == "ttt" else 1), name
     assert dataclasses.replace(base, **overrides("no_sst")).p_trunc == 0.0
     assert dataclasses.replace(base, **overrides("nar")).objective == "nar"
+    assert dataclasses.replace(base, **overrides("codec_init")).audio_embedding_init == "codec"
     with pytest.raises(ValueError, match="unknown ablation variant"):
         overrides("no_everything")
 
