@@ -81,6 +81,8 @@ def test_caption_overlap_and_constant_baseline() -> None:
     scores = score_caption(items, ["light rain dripping", "a bell"], train=["heavy rain", "heavy rain", "a bell"])
     assert scores["token_f1"] == pytest.approx((1.0 + 2 * 1.0 * 0.5 / 1.5) / 2)
     assert scores["baseline_constant_token_f1"] == pytest.approx((2 * 0.5 * (1 / 3) / (0.5 + 1 / 3) + 0.0) / 2)
+    # on the training captions "heavy rain" ties "a heavy rain" and "a heavy bell rain" (mean F1 2/3); first wins
+    assert scores["baseline_best_constant_token_f1"] == pytest.approx(scores["baseline_constant_token_f1"])
 
 
 def test_tts_judge_wer_ceilings_and_baselines() -> None:
