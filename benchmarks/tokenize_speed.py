@@ -58,12 +58,12 @@ def run_layout(jobs, workers: int, threads: int, pool_kind: str, audio: str, tok
         with executor as pool:
             list(pool.map(time.sleep, [0.5] * workers))  # every worker has started and run its initializer
             warm = time.perf_counter()
-            list(pool.map(tokenize_shard, jobs, [audio] * len(jobs), [tokenizers] * len(jobs), [out] * len(jobs),
-                          [threads] * len(jobs)))
+            results = list(pool.map(tokenize_shard, jobs, [audio] * len(jobs), [tokenizers] * len(jobs),
+                                    [out] * len(jobs), [threads] * len(jobs)))
             wall = time.perf_counter() - warm
         done = [json.loads((Path(out) / "shards" / f"{j.name}.done.json").read_text()) for j in jobs]
-    return {"startup_s": warm - start - 0.5, "wall_s": wall, "encode_s": sum(d["encode_s"] for d in done),
-            "audio_s": sum(d["audio_s"] for d in done), "codes": sum(d["codes"] for d in done)}
+    return {"startup_s": warm - start - 0.5, "wall_s": wall, "encode_s": sum(r.encode_s for r in results),
+            "audio_s": sum(r.audio_s for r in results), "codes": sum(d["codes"] for d in done)}
 
 
 def main() -> None:

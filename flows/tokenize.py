@@ -15,11 +15,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from stages.config import load_section
-from stages.tokenize import TokenizeJob, TokenizeParams, collect_index, plan_jobs, tokenize_shard
+from stages.tokenize import ShardResult, TokenizeJob, TokenizeParams, collect_index, plan_jobs, tokenize_shard
 
 
 @task(name="tokenize-shard", cache_policy=NO_CACHE, persist_result=False, retries=1)
-def tokenize_shard_task(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_dir: str, torch_threads: int) -> int:
+def tokenize_shard_task(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_dir: str,
+                        torch_threads: int) -> ShardResult:
     return tokenize_shard(job, audio_dir, tokenizers_dir, out_dir, torch_threads)
 
 
@@ -34,7 +35,10 @@ def tokenize_flow(params_path: str = "params.yaml", validated_dir: str = "data/v
                                         tokenizers_dir=tokenizers_dir, out_dir=out_dir,
                                         torch_threads=params.torch_threads)
     summary = collect_index(jobs, validated_dir, out_dir)
-    rows = [("shards redone", sum(1 for n in encoded if n)), *summary.items(), ("output", runtime.relpath(out_dir))]
+    audio_s, encode_s = sum(r.audio_s for r in encoded), sum(r.encode_s for r in encoded)
+    speed = f"{audio_s / encode_s:.1f}" if encode_s else "-"  # this run's shards only; kept out of the outputs
+    rows = [("shards redone", sum(1 for r in encoded if r.utterances)), ("encoding x real time", speed),
+            *summary.items(), ("output", runtime.relpath(out_dir))]
     runtime.publish("tokenize", "tokenize: audio codes", runtime.markdown_table(rows))
     return summary
 

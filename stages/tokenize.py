@@ -10,9 +10,11 @@ length and analyses ~60 s padded groups with every core torch may use). Output l
   `allow_pickle=False`; `np.load(..., mmap_mode="r")` reads one utterance without the rest).
 - `shards/shard-NNNNN.parquet`: `utt_id`, `offset`, `length` into that array.
 - `shards/shard-NNNNN.done.json`: the shard's key (code version, codec fingerprint, utterance ids and audio
-  hashes) and its timing; written last, so a killed run redoes only unfinished or stale shards.
+  hashes) and counts; written last, so a killed run redoes only unfinished or stale shards.
 - `index.parquet`: every utterance's `utt_id`, `split`, `shard` (npy path relative to `out_dir`), `offset`,
-  `length`, `duration_s`; `summary.json`: counts and encoding speed (x real time).
+  `length`, `duration_s`; `summary.json`: counts and hours.
+Every output is a pure function of the inputs (DVC hashes them): the encoding speed is returned by
+`tokenize_shard` for the flow's log and the benchmark, never written here.
 
 Text is not pre-tokenised here: the pack stage encodes each text piece as it lays documents out (a fast
 tokenizer does that in microseconds), so there is one place where text becomes ids.
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -100,14 +102,24 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def tokenize_shard(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_dir: str, torch_threads: int) -> int:
-    """Encode one shard unless a finished shard with the same key exists; returns utterances encoded."""
+class ShardResult(NamedTuple):
+    """What one `tokenize_shard` call did: utterances encoded (0 when the shard was already done), their audio
+    seconds and the seconds `encode_batch` took."""
+
+    utterances: int
+    audio_s: float
+    encode_s: float
+
+
+def tokenize_shard(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_dir: str,
+                   torch_threads: int) -> ShardResult:
+    """Encode one shard unless a finished shard with the same key exists."""
     import torch
 
     shards = Path(out_dir) / "shards"
     done = shards / f"{job.name}.done.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == job.key:
-        return 0
+        return ShardResult(0, 0.0, 0.0)
     torch.set_num_threads(torch_threads)
     codec = cached_codec(tokenizers_dir)
     ids, pcms = zip(*read_clips(audio_dir, job.audio_shard, job.utt_ids)) if job.utt_ids else ((), ())
@@ -121,9 +133,9 @@ def tokenize_shard(job: TokenizeJob, audio_dir: str, tokenizers_dir: str, out_di
     io.write_parquet(pl.DataFrame({"utt_id": list(ids), "offset": offsets, "length": lengths}),
                      shards / f"{job.name}.parquet")
     audio_s = sum(len(p) for p in pcms) / SAMPLE_RATE
-    io.write_json({"key": job.key, "utterances": len(ids), "codes": int(lengths.sum()), "audio_s": round(audio_s, 3),
-                   "encode_s": round(seconds, 3)}, done)
-    return len(ids)
+    io.write_json({"key": job.key, "utterances": len(ids), "codes": int(lengths.sum()), "audio_s": round(audio_s, 3)},
+                  done)
+    return ShardResult(len(ids), audio_s, seconds)
 
 
 def collect_index(jobs: list[TokenizeJob], validated_dir: str | Path, out_dir: str | Path) -> dict[str, object]:
@@ -134,12 +146,12 @@ def collect_index(jobs: list[TokenizeJob], validated_dir: str | Path, out_dir: s
     for f in shards.glob("shard-*"):
         if f.name.split(".")[0] not in wanted:
             f.unlink()
-    parts, audio_s, encode_s = [], 0.0, 0.0
+    parts, audio_s = [], 0.0
     for job in jobs:
         done = json.loads((shards / f"{job.name}.done.json").read_text())
         if done["key"] != job.key:
             raise RuntimeError(f"token shard {job.name} is stale; rerun tokenize")
-        audio_s, encode_s = audio_s + done["audio_s"], encode_s + done["encode_s"]
+        audio_s += done["audio_s"]
         parts.append(pl.read_parquet(shards / f"{job.name}.parquet").with_columns(
             pl.lit(f"shards/{job.name}.npy").alias("shard")))
     manifest = pl.read_parquet(Path(validated_dir) / "audio.parquet", columns=["utt_id", "split", "duration_s"])
@@ -148,8 +160,7 @@ def collect_index(jobs: list[TokenizeJob], validated_dir: str | Path, out_dir: s
     index = index.join(manifest, on="utt_id", how="left").select(list(INDEX_SCHEMA)).cast(INDEX_SCHEMA).sort("utt_id")
     io.write_parquet(index, out / "index.parquet")
     summary = {"shards": len(jobs), "utterances": index.height, "codes": int(index["length"].sum()),
-               "audio_hours": round(audio_s / 3600, 4), "encode_s": round(encode_s, 2),
-               "x_real_time": round(audio_s / encode_s, 1) if encode_s else None}
+               "audio_hours": round(audio_s / 3600, 4)}
     io.write_json(summary, out / "summary.json")
     return summary
 
@@ -173,5 +184,5 @@ class _ShardWorker:
     out_dir: str
     torch_threads: int
 
-    def __call__(self, job: TokenizeJob) -> int:
+    def __call__(self, job: TokenizeJob) -> ShardResult:
         return tokenize_shard(job, self.audio_dir, self.tokenizers_dir, self.out_dir, self.torch_threads)
