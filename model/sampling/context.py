@@ -29,8 +29,8 @@ from model.attention import MaskKind, additive_mask, build_mask_mod
 from model.vocab import TokenSpec
 
 CACHEABLE_KINDS: tuple[str, ...] = ("ttt", "ar")
-#: transformers renamed `forward(past_key_values=...)` to `cache=...` within our supported 5.x range (5.24 warns on
-#: the old name, 5.40 drops it), so the keyword is taken from the installed signature.
+#: transformers renamed `forward(past_key_values=...)` to `cache=...` within our supported 5.x range (the old name
+#: warns from 5.2x and goes in 5.40), so the keyword is taken from the installed signature.
 CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2ForCausalLM.forward).parameters else "past_key_values"
 
 
