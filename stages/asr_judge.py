@@ -109,6 +109,17 @@ _DIGIT_GROUP_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _CURRENCY_RE = re.compile(r"\$\s*(\d+(?:\.\d+)?)")
 
 
+def _spell(number: str, to: str = "cardinal") -> str:
+    """num2words of a matched number; one too large for it to name (whisper can hallucinate a run of hundreds of
+    digits on babble) is read digit by digit instead of failing the whole evaluation."""
+    from num2words import num2words
+
+    try:
+        return num2words(float(number) if "." in number else int(number), to=to)
+    except OverflowError:
+        return " ".join("point" if c == "." else num2words(int(c)) for c in number)
+
+
 def normalize_text(text: str) -> str:
     """Lower-case words only, for WER: the one normalisation applied to references and hypotheses alike.
 
@@ -126,8 +137,8 @@ def normalize_text(text: str) -> str:
     s = _DIGIT_GROUP_RE.sub("", s)
     s = _CURRENCY_RE.sub(r"\1 dollars", s)
     s = s.replace("%", " percent").replace("&", " and ")
-    s = _ORDINAL_RE.sub(lambda m: f" {num2words(int(m.group(1)), to='ordinal')} ", s)
-    s = _NUMBER_RE.sub(lambda m: f" {num2words(float(m.group()) if '.' in m.group() else int(m.group()))} ", s)
+    s = _ORDINAL_RE.sub(lambda m: f" {_spell(m.group(1), 'ordinal')} ", s)
+    s = _NUMBER_RE.sub(lambda m: f" {_spell(m.group())} ", s)
     s = s.lower().replace("'", "").replace("\u2019", "")
     s = re.sub(r"[^a-z0-9]+", " ", s)
     s = _NUMBER_AND_RE.sub(r"\1", " ".join(s.split()))

@@ -278,3 +278,23 @@ def deepspeed_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("deepspeed") is not None
+
+
+#: /proc/cpuinfo flags of CPUs with bf16 arithmetic (AVX512-BF16 dot products, AMX tiles); others emulate bf16.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 matrix products natively (Linux `cpuinfo` flags; False where unreadable).
+
+    Why not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: it is also true on plain AVX-512, where oneDNN emulates
+    bf16 and a training step is slower than in fp32.
+    """
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return not NATIVE_BF16_FLAGS.isdisjoint(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False

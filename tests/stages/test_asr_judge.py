@@ -28,6 +28,8 @@ from stages.asr_judge import JudgeUnavailableError, cer, judge_model_dir, normal
         ("1,953 stars", "one thousand nine hundred fifty three stars"),
         ("salt & pepper", "salt and pepper"),
         ("rock\u2019n\u2019roll", "rocknroll"),
+        ("9" + "0" * 400 + " moons", "nine " + "zero " * 400 + "moons"),  # whisper on babble; past num2words
+        ("1" + "0" * 400 + "th", "one" + " zero" * 400),
         ("", ""),
     ],
 )

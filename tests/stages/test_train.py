@@ -30,7 +30,7 @@ from model.testing import random_packed_batch, toy_spec
 from stages import train_checkpoint as ckpt
 from stages.audio_codec import AudioCodec, CodecConfig
 from stages.config import ParamsError, from_mapping
-from stages.train import (TrainParams, lr_at, modality_losses, noise_generator, run_train,
+from stages.train import (TrainParams, lr_at, modality_losses, noise_generator, resolve_precision, run_train,
                           train_step)
 from stages.tokenizers import EXTERNAL_FILE
 from stages.train_backend import TorchBackend, make_optimizer
@@ -259,3 +259,12 @@ def test_the_deepspeed_backend_trains_the_golden_curve(tmp_path, monkeypatch):
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=2e-3, abs=1e-4), (got["step"], name)
     assert ckpt.read_state(tmp_path / "model")["config"]["deepspeed"]["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.parametrize("native, want", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it(monkeypatch, native, want):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("stages.train.cpu_has_native_bf16", lambda: native)
+    assert resolve_precision(TrainParams(precision="auto")) == want
+    assert resolve_precision(TrainParams(precision="fp32")) == "fp32"
+    assert resolve_precision(TrainParams(precision="bf16")) == "bf16"

@@ -16,8 +16,8 @@ from model.noising import prepare_batch
 from model.objective import ObjectiveConfig
 from model.testing import random_packed_batch, toy_spec
 from stages.train import noise_generator, train_step
-from stages.train_backend import (MOMENTS, DeepSpeedBackend, TorchBackend, deepspeed_config, make_optimizer,
-                                  moment_key)
+from stages.train_backend import (MOMENTS, DeepSpeedBackend, TorchBackend, cpu_has_native_bf16, deepspeed_config,
+                                  make_optimizer, moment_key)
 
 SPEC = toy_spec(text_vocab=64, audio_size=32)
 LR, BETAS, WD, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0
@@ -133,3 +133,15 @@ def test_deepspeed_bf16_resume_restores_the_fp32_masters(micro_batches, ds_env):
         assert run(again, micro_batches[2:]) == pytest.approx(continued, rel=1e-5)
     finally:
         ds.close()
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512bw", False), ("fpu avx512f avx512_bf16", True),
+                                           ("fpu amx_bf16 amx_tile", True), ("fpu avx512_bf16x", False)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some cpu\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+
+
+def test_an_unreadable_cpuinfo_means_no_native_bf16(tmp_path):
+    assert cpu_has_native_bf16(tmp_path / "missing") is False
