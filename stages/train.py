@@ -475,8 +475,9 @@ class TrainRecipe:
                  "noise_seed": {"seed": self.seed, "train_stream": TRAIN_STREAM, "val_stream": VAL_STREAM,
                                 "keys": "(seed, stream, step, micro_batch, rank)"},
                  "config": {"train": dataclasses.asdict(self.params), "seed": self.seed, "backend": self.backend_name,
-                            "precision": "bf16" if self.bf16 else "fp32", "attn_implementation": self.attn, "deepspeed": self.ds_config,
-                            "device": str(self.backend.device), "torch": torch.__version__}}
+                            "precision": "bf16" if self.bf16 else "fp32", "attn_implementation": self.attn,
+                            "deepspeed": self.ds_config, "device": str(self.backend.device),
+                            "torch": torch.__version__}}
         ckpt.write_checkpoint(self.out_dir, self.step, self.backend.module, weights, moments, state)
         ckpt.prune_checkpoints(self.out_dir, self.params.keep_checkpoints)
 
