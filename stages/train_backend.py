@@ -292,9 +292,7 @@ def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     """
     try:
         with open(cpuinfo) as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return not NATIVE_BF16_FLAGS.isdisjoint(line.split(":", 1)[1].split())
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
     except OSError:
-        pass
-    return False
+        return False
+    return not NATIVE_BF16_FLAGS.isdisjoint(flags)
