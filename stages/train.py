@@ -16,7 +16,8 @@ launcher sets RANK / LOCAL_RANK / WORLD_SIZE and starts one process per GPU).
 
 A recipe in three parts (torchtune's full_finetune_single_device, nanochat's base_train):
 - setup: read the token spec, open the shards, decide whether to resume (the newest complete checkpoint in
-  `<out>/checkpoints/` whose fingerprint of config + data matches this run; a mismatch discards the checkpoints),
+  `<out>/checkpoints/` whose fingerprint of config, resolved precision, data and training code matches this run;
+  a mismatch discards the checkpoints),
   build or load the model, wrap it in a backend (`stages.train_backend`: DeepSpeed ZeRO on CUDA, plain PyTorch
   AdamW on the CPU), restore the optimizer moments, RNG states and data-loader position;
 - train: `steps` optimizer steps of `grad_accum` micro-batches each (`train_step`, the one step function of every
@@ -282,6 +283,24 @@ def resolve_precision(p: TrainParams) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+#: The sources a trained model is a function of (dvc.yaml's code deps of `train`), relative to the repository root.
+TRAINING_CODE: tuple[str, ...] = ("model", "stages/train.py", "stages/train_backend.py", "stages/train_checkpoint.py",
+                                  "stages/train_metrics.py", "stages/dataset.py")
+
+
+def code_fingerprint(root: Path = Path(__file__).resolve().parents[1]) -> dict[str, str]:
+    """What the code contributes to the resume fingerprint: the sha256 of every training source file.
+
+    Why: `models/ttt` persists across `dvc repro` (a killed run must resume), so when DVC re-runs `train` because
+    a loss or model file changed, a fingerprint of config + data alone would "resume" the finished run and record
+    the old weights as the new code's output.
+    """
+    files = sorted(f for entry in TRAINING_CODE
+                   for f in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])
+                   if f.is_file())
+    return {f.relative_to(root).as_posix(): _file_sha256(f) for f in files}
+
+
 def data_fingerprint(shards_dir: Path, spec: TokenSpec) -> dict[str, Any]:
     """What the data side contributes to the resume fingerprint: every train/val shard's sha256 and the token spec."""
     files = sorted(f for split in ("train", "val") for f in (shards_dir / split).glob("shard-*.safetensors"))
@@ -324,7 +343,9 @@ class TrainRecipe:
         train_rows = PackedRows(self.shards_dir / "train")
         self.loader = PackedLoader(train_rows, batch_size=p.micro_batch_size * self.world_size, seed=self.seed)
         self.fingerprint = ckpt.fingerprint({"train": dataclasses.asdict(p), "seed": self.seed,
-                                             "data": data_fingerprint(self.shards_dir, self.spec)})
+                                             "precision": "bf16" if self.bf16 else "fp32",
+                                             "data": data_fingerprint(self.shards_dir, self.spec),
+                                             "code": code_fingerprint()})
         resume = self._resumable_checkpoint()
         model = self._model(resume)
         self.ds_config = (deepspeed_config(p.micro_batch_size, p.grad_accum, self.world_size, p.grad_clip,

@@ -7,7 +7,8 @@ A checkpoint is one directory `<out>/checkpoints/step-NNNNNNNN/`:
   so a run resumes on any world size and either backend;
 - `rng.safetensors`: the global torch RNG states (`torch_cpu`, `torch_cuda` where present) as uint8 tensors;
 - `trainer_state.json`: loop state (step, tokens seen), the data loader's position, the resolved config, the git
-  commit, the world size, and the fingerprint of config + data that decides whether a later run may resume it.
+  commit, the world size, and the fingerprint of config, precision, data and code that decides whether a later run
+  may resume it.
 
 It is built in a hidden temporary directory beside its final name and renamed into place, so a run killed at any
 moment leaves either a complete checkpoint or none; `latest_checkpoint` only sees complete ones. Loading uses

@@ -30,8 +30,8 @@ from model.testing import random_packed_batch, toy_spec
 from stages import train_checkpoint as ckpt
 from stages.audio_codec import AudioCodec, CodecConfig
 from stages.config import ParamsError, from_mapping
-from stages.train import (TrainParams, lr_at, modality_losses, noise_generator, resolve_precision, run_train,
-                          train_step)
+from stages.train import (TRAINING_CODE, TrainParams, code_fingerprint, lr_at, modality_losses, noise_generator,
+                          resolve_precision, run_train, train_step)
 from stages.tokenizers import EXTERNAL_FILE
 from stages.train_backend import TorchBackend, make_optimizer
 
@@ -221,6 +221,36 @@ def test_a_changed_config_does_not_resume_stale_checkpoints(tmp_path):
     assert curves[0]["step"] == 0, "a fresh run logs its step-0 validation again"
     state = ckpt.read_state(ckpt.latest_checkpoint(tmp_path / "model"))
     assert state["config"]["train"]["lr"] == 1e-3 and state["step"] == 2
+
+
+def test_changed_training_code_does_not_resume_a_finished_run(tmp_path, monkeypatch):
+    """`models/ttt` persists across `dvc repro`: after a loss edit DVC re-runs train, which must train afresh."""
+    def checkpoint_written() -> int:
+        return (ckpt.latest_checkpoint(tmp_path / "model") / ckpt.STATE_FILE).stat().st_mtime_ns
+
+    run_mini(tmp_path, steps=2, checkpoint_every=1, eval_every=2)
+    weights, written = (tmp_path / "model" / "model.safetensors").read_bytes(), checkpoint_written()
+    run_mini(tmp_path, steps=2, checkpoint_every=1, eval_every=2)
+    assert checkpoint_written() == written, "same code, config and data: the finished run is resumed, not redone"
+    edited = {**code_fingerprint(), "model/losses.py": "0" * 64}
+    monkeypatch.setattr("stages.train.code_fingerprint", lambda: edited)
+    run_mini(tmp_path, steps=2, checkpoint_every=1, eval_every=2)
+    assert checkpoint_written() != written, "edited code: the stale checkpoints are discarded and training redone"
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights, "deterministically"
+
+
+def test_the_code_fingerprint_covers_every_training_source_and_sees_edits(tmp_path):
+    for entry in TRAINING_CODE:
+        target = tmp_path / entry / "x.py" if "." not in entry else tmp_path / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("a = 1\n")
+    (tmp_path / "model" / "sampling").mkdir()
+    (tmp_path / "model" / "sampling" / "y.py").write_text("b = 2\n")
+    before = code_fingerprint(tmp_path)
+    assert set(before) == {"model/x.py", "model/sampling/y.py", *[e for e in TRAINING_CODE if "." in e]}
+    (tmp_path / "model" / "sampling" / "y.py").write_text("b = 3\n")
+    assert code_fingerprint(tmp_path) != before
+    assert set(code_fingerprint()) >= {"model/losses.py", "model/noising.py", "stages/train.py", "stages/dataset.py"}
 
 
 def test_the_exported_model_loads_with_transformers(tmp_path):
