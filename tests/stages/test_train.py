@@ -253,6 +253,14 @@ def test_the_code_fingerprint_covers_every_training_source_and_sees_edits(tmp_pa
     assert set(code_fingerprint()) >= {"model/losses.py", "model/noising.py", "stages/train.py", "stages/dataset.py"}
 
 
+def test_the_training_code_is_the_train_stages_code_deps_in_dvc_yaml():
+    """DVC re-runs `train` when a dep changes; the resume fingerprint must see exactly those sources."""
+    import yaml
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert set(TRAINING_CODE) == {d for d in deps if not d.startswith(("data/", "models/"))}
+
+
 def test_the_exported_model_loads_with_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 
