@@ -337,13 +337,14 @@ class TrainRecipe:
         self.objective = p.objective_config()
         self.rank, _, self.world_size = distributed_env()
         self.backend_name, self.attn = resolve_backend(p), resolve_attention(p)
-        self.bf16 = resolve_precision(p) == "bf16"
+        self.precision = resolve_precision(p)
+        self.bf16 = self.precision == "bf16"
         if self.backend_name == "torch" and self.world_size > 1:
             raise ValueError("the torch backend runs one process; launch several with backend: deepspeed")
         train_rows = PackedRows(self.shards_dir / "train")
         self.loader = PackedLoader(train_rows, batch_size=p.micro_batch_size * self.world_size, seed=self.seed)
         self.fingerprint = ckpt.fingerprint({"train": dataclasses.asdict(p), "seed": self.seed,
-                                             "precision": "bf16" if self.bf16 else "fp32",
+                                             "precision": self.precision,
                                              "data": data_fingerprint(self.shards_dir, self.spec),
                                              "code": code_fingerprint()})
         resume = self._resumable_checkpoint()
@@ -496,7 +497,7 @@ class TrainRecipe:
                  "noise_seed": {"seed": self.seed, "train_stream": TRAIN_STREAM, "val_stream": VAL_STREAM,
                                 "keys": "(seed, stream, step, micro_batch, rank)"},
                  "config": {"train": dataclasses.asdict(self.params), "seed": self.seed, "backend": self.backend_name,
-                            "precision": "bf16" if self.bf16 else "fp32", "attn_implementation": self.attn,
+                            "precision": self.precision, "attn_implementation": self.attn,
                             "deepspeed": self.ds_config, "device": str(self.backend.device),
                             "torch": torch.__version__}}
         ckpt.write_checkpoint(self.out_dir, self.step, self.backend.module, weights, moments, state)
