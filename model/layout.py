@@ -42,13 +42,19 @@ def interleave_assistant(text_ids: Sequence[int], audio_ids: Sequence[int], spec
         return out
 
 
+#: A text-script entry (`assistant_text_script`): here the AR head itself chooses between `<|begin_of_audio|>` and
+#: the script's next text token (the rest of the text, then the tail span, as when the audio ran short).
+OPEN_CHUNK_OR_CONTINUE = -1
+
+
 def assistant_text_script(text_ids: Sequence[int], spec: TokenSpec, text_chunk: int = 13) -> list[int]:
     """The AR decisions of an assistant turn that speaks `text_ids`, in `interleave_assistant`'s layout: each full
-    text chunk followed by `<|begin_of_audio|>` while text remains, the last by `<|begin_of_audio_tail|>`.
+    text chunk followed by `OPEN_CHUNK_OR_CONTINUE` while text remains, the last by `<|begin_of_audio_tail|>`.
 
-    A sampler fed this script writes exactly the given text and decides only the audio (text-forced TTS). The one
-    layout choice it cannot know in advance, a tail that starts early because the audio ran short, is left out:
-    the script always opens a chunk span while text remains.
+    A sampler fed this script writes exactly the given text and decides only the audio (text-forced TTS). Whether a
+    chunk span follows a full text chunk depends on how much audio is left, which only the speaker knows, so that
+    one layout decision stays the model's: once it continues with text, the layout writes the rest of the text
+    and then the tail span, and the sampler drops the script's later choices.
     """
     if text_chunk <= 0:
         raise ValueError(f"text_chunk must be positive, got {text_chunk}")
@@ -57,5 +63,5 @@ def assistant_text_script(text_ids: Sequence[int], spec: TokenSpec, text_chunk: 
     out: list[int] = []
     for start in range(0, len(text_ids), text_chunk):
         out += text_ids[start:start + text_chunk]
-        out.append(spec.begin_audio_id if start + text_chunk < len(text_ids) else spec.begin_audio_tail_id)
+        out.append(OPEN_CHUNK_OR_CONTINUE if start + text_chunk < len(text_ids) else spec.begin_audio_tail_id)
     return out

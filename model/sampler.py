@@ -44,6 +44,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel
 
+from model.layout import OPEN_CHUNK_OR_CONTINUE
 from model.sampling.context import CachedContext
 from model.sampling.logits import (TokenClasses, choose_commits, guided, propose, restrict, sample_text,
                                    transfer_schedule)
@@ -226,12 +227,25 @@ class _Decoding:
     """AR decisions still to be taken from a text script rather than from the logits."""
 
     def choose_text(self, logits_V: torch.Tensor) -> int:
-        if self.script:
+        if self.script and self.script[0] != OPEN_CHUNK_OR_CONTINUE:
             return self.script.pop(0)
         position = torch.tensor([len(self.ctx)], device=logits_V.device)
-        logits_V = restrict(_hooked(self.hook, position, logits_V[None])[0], self.classes.text_V)
+        logits_V = _hooked(self.hook, position, logits_V[None])[0]
+        if self.script:
+            return self._open_chunk_or_continue(logits_V)
         c = self.config
-        return sample_text(logits_V, c.text_temperature, c.top_k, c.top_p, self.generator)
+        return sample_text(restrict(logits_V, self.classes.text_V), c.text_temperature, c.top_k, c.top_p,
+                           self.generator)
+
+    def _open_chunk_or_continue(self, logits_V: torch.Tensor) -> int:
+        """The script's one free decision (`model.layout.OPEN_CHUNK_OR_CONTINUE`), greedy between its two options;
+        continuing with text means no chunk span follows in this turn, so the later choices go too."""
+        self.script.pop(0)
+        options = [self.spec.begin_audio_id, self.script[0]]
+        choice = options[int(torch.argmax(logits_V[options]))]
+        if choice != self.spec.begin_audio_id:
+            self.script = [t for t in self.script[1:] if t != OPEN_CHUNK_OR_CONTINUE]
+        return choice
 
 
 #: A span decoder: given the decoding state, the begin marker just chosen and the span's plan, yield the finished
@@ -333,7 +347,8 @@ def generate(model: PreTrainedModel, prompt_ids: Sequence[int], spec: TokenSpec,
 
     `uncond_prompt_ids`: the unconditional branch's context when `config.cfg_scale > 0` (the prompt dropped).
     `text_script`: ids the AR side takes, in order, instead of choosing (`model.layout.assistant_text_script`:
-    text-forced TTS, where only the audio is the model's); once the script is used up, decoding is free again.
+    text-forced TTS, where only the audio and whether a chunk span opens are the model's); once the script is
+    used up, decoding is free again.
     """
     uncond = uncond_prompt_ids if config.cfg_scale > 0 else None
     yield from _decode(model, prompt_ids, spec, config, "ttt", _diffusion_span, uncond, logits_hook, text_script)

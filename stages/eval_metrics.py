@@ -9,6 +9,7 @@ so "Paris." / "paris" or "25" / "twenty-five" never count as errors anywhere in 
 - `contains_answer`: the normalised answer occurs in the normalised text as whole words (spoken QA, judged
   speech); `exact_match`: the normalised texts are equal (sound-event classes, QA answers).
 - `token_f1`: SQuAD-style bag-of-words F1 between two normalised texts (captions).
+- `length_ratio`: total seconds of the model's speech over total seconds of the reference speech (TTS).
 - `majority` / `most_common`: the trivial baselines ("always answer the training set's most frequent label").
 - `best_constant`: the strongest "ignores its input" baseline — of the most common training answers and the runs of
   the most frequent training words in their usual order ("the", "the of", ...), the one output that scores best on the *training*
@@ -22,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 from stages.asr_judge import cer, normalize_text, wer, word_recall
 
-__all__ = ["accuracy", "best_constant", "cer", "contains_answer", "exact_match", "mean", "mean_token_f1", "most_common",
-           "normalize_text", "token_f1", "wer", "word_recall"]
+__all__ = ["accuracy", "best_constant", "cer", "contains_answer", "exact_match", "length_ratio", "mean",
+           "mean_token_f1", "most_common", "normalize_text", "token_f1", "wer", "word_recall"]
 
 
 def exact_match(hypothesis: str, reference: str) -> bool:
@@ -65,6 +66,21 @@ def mean_token_f1(hypotheses: Sequence[str], references: Sequence[str]) -> float
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     return mean([token_f1(h, r) for h, r in zip(hypotheses, references)])
+
+
+def length_ratio(seconds: Sequence[float], reference_seconds: Sequence[float]) -> float:
+    """Total speech time over total reference time, for aligned items.
+
+    Why beside the judge WER: whisper writes a fluent sentence for babble, about as many words as the clip could
+    hold, so speech that runs on past its sentence buys insertions the WER counts and the recall does not. A ratio
+    near 1 says the speaker knows when the sentence ends.
+    """
+    if len(seconds) != len(reference_seconds):
+        raise ValueError(f"{len(reference_seconds)} references but {len(seconds)} durations")
+    total = float(sum(reference_seconds))
+    if total <= 0:
+        raise ValueError("the reference speech has no duration")
+    return float(sum(seconds)) / total
 
 
 def most_common(labels: Sequence[str]) -> str:

@@ -17,7 +17,9 @@ compared after the one normaliser of `stages.eval_metrics`; speech is transcribe
   which has no AR side to force). Baselines: silence; random codes of the reference's length decoded by the
   codec. Ceilings: the judge's WER on the reference speech round-tripped through the codec (`ceiling_codec_wer`)
   and on the original speech. Beside each judge WER its `*word_recall`, the share of the sentence's words the
-  judge heard (silence: 0): whisper's hallucinations on babble inflate the WER, never the recall.
+  judge heard (silence: 0): whisper's hallucinations on babble inflate the WER, never the recall. And
+  `speech_length_ratio` (`_text_forced`): the model's speech time over the reference's; speech that runs on past
+  its sentence is babble the judge turns into inserted words.
 - qa: answer accuracy, the short answer occurring in the written text (`text_accuracy`) or in the judge's
   transcript of the spoken answer (`spoken_accuracy`); exact match. Baseline: the most common training answer.
 - sound_cls: accuracy (normalised exact match of the class). Baselines: the majority training class; chance.
@@ -173,13 +175,30 @@ def score_asr(items: Sequence[EvalItem], hyps: Sequence[str], train: Sequence[st
             "baseline_best_constant_cer": m.cer(refs, best_cer)}
 
 
+@dataclass(frozen=True)
+class TtsDurations:
+    """Seconds of speech per TTS item: the model's (free and text-forced) and the codec round trip of the reference."""
+
+    speech: Sequence[float]
+    forced: Sequence[float]
+    reference: Sequence[float]
+
+    def ratios(self) -> dict[str, float]:
+        """`speech_length_ratio` (and `_text_forced` when forced speech exists): model time over reference time."""
+        out = {"speech_length_ratio": m.length_ratio(self.speech, self.reference)}
+        if self.forced:
+            out["speech_length_ratio_text_forced"] = m.length_ratio(self.forced, self.reference)
+        return out
+
+
 def score_tts(items: Sequence[EvalItem], texts: Sequence[str], judged: Sequence[str], ceiling: Sequence[str],
-              source: Sequence[str], random_codes: Sequence[str], judged_forced: Sequence[str] = ()
-              ) -> dict[str, float]:
+              source: Sequence[str], random_codes: Sequence[str], judged_forced: Sequence[str] = (),
+              durations: TtsDurations | None = None) -> dict[str, float]:
     refs = [i.reference for i in items]
     forced = ({"judge_wer_text_forced": m.wer(refs, judged_forced),
                "judge_word_recall_text_forced": m.word_recall(refs, judged_forced)} if judged_forced else {})
-    return {**forced, "judge_wer": m.wer(refs, judged), "judge_cer": m.cer(refs, judged),
+    lengths = {} if durations is None else durations.ratios()
+    return {**forced, **lengths, "judge_wer": m.wer(refs, judged), "judge_cer": m.cer(refs, judged),
             "judge_word_recall": m.word_recall(refs, judged), "text_wer": m.wer(refs, texts),
             "ceiling_codec_wer": m.wer(refs, ceiling), "ceiling_codec_word_recall": m.word_recall(refs, ceiling),
             "ceiling_source_wer": m.wer(refs, source),
@@ -298,6 +317,10 @@ def _tts_references(items: Sequence[EvalItem], assets: Assets, audio_dir: str | 
     return original, roundtrip, random
 
 
+def _seconds(pcm: np.ndarray | None) -> float:
+    return 0.0 if pcm is None else pcm.size / SAMPLE_RATE
+
+
 def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | Path, audio_dir: str | Path,
            seed: int, out_dir: Path) -> dict[str, dict[str, float]]:
     metrics: dict[str, dict[str, float]] = {}
@@ -316,10 +339,15 @@ def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | P
             original, roundtrip, random = _tts_references(items, assets, audio_dir, validated_dir, seed, out_dir)
             ceiling, source = judge.transcribe_batch(roundtrip), judge.transcribe_batch(original)
             forced = judge.transcribe_batch(run.forced_pcm)
-            metrics[task] = score_tts(items, texts, judged, ceiling, source, judge.transcribe_batch(random), forced)
-            for record, item, transcript, ref_transcript in zip(records, items, judged, ceiling):
+            durations = TtsDurations(speech=[_seconds(a.pcm) for a in run.answers[task]],
+                                     forced=[_seconds(pcm) for pcm in run.forced_pcm],
+                                     reference=[_seconds(pcm) for pcm in roundtrip])
+            metrics[task] = score_tts(items, texts, judged, ceiling, source, judge.transcribe_batch(random), forced,
+                                      durations)
+            for record, item, transcript, ref_transcript, ref_s in zip(records, items, judged, ceiling,
+                                                                       durations.reference):
                 record.update(wer=round(m.wer([item.reference], [transcript]), 4), ceiling_judge=ref_transcript,
-                              ceiling_wav=f"audio/tts_reference/{item.sample_id}.wav")
+                              ceiling_wav=f"audio/tts_reference/{item.sample_id}.wav", reference_s=round(ref_s, 3))
             for record, item, transcript in zip(records, items, forced):
                 record.update(forced_judge=transcript, forced_wer=round(m.wer([item.reference], [transcript]), 4))
         elif task == "qa":

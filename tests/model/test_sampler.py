@@ -199,16 +199,22 @@ def test_audio_streams_before_the_answer_ends(model: TttForCausalLM) -> None:
     assert decoded == [CHUNK, 10]
 
 
-def test_text_script_writes_the_given_text_and_leaves_the_audio_to_the_model(model: TttForCausalLM) -> None:
-    text = [5, 6, 7, 8, 9]
-    script = assistant_text_script(text, SPEC, 3)  # 5 6 7 <boa> 8 9 <boa_tail>
-    tail_from = P + 3 + 1 + CHUNK + 1 + 2 + 1  # 3 text, <boa>, the chunk, <eoa>, 2 text, <boa_tail>
-    stop = forcing_hook({tail_from + 10: SPEC.end_audio_tail_id, tail_from + 11: SPEC.im_end_id}, BANNED)
+@pytest.mark.parametrize("opens_chunk", [True, False])
+def test_text_script_writes_the_given_text_and_leaves_the_audio_to_the_model(model: TttForCausalLM,
+                                                                              opens_chunk: bool) -> None:
+    text = [5, 6, 7, 8, 9, 10, 11]
+    script = assistant_text_script(text, SPEC, 3)  # 5 6 7 <choice> 8 9 10 <choice> 11 <boa_tail>
+    # the model's choice after 5 6 7 (P + 3): a chunk span (forced here), or text (<boa> is banned) and then no
+    # chunk at the second choice either, as the layout has it when the audio runs short of the text
+    chunk = [SPEC.begin_audio_id] if opens_chunk else []
+    tail_from = P + len(text) + 1 + (1 + CHUNK + 1 if opens_chunk else 0)
+    forced = {tail_from + 10: SPEC.end_audio_tail_id, tail_from + 11: SPEC.im_end_id}
+    stop = forcing_hook({**forced, P + 3: SPEC.begin_audio_id} if opens_chunk else forced, BANNED)
     for decode in (generate, generate_ar):
         events = list(decode(model, PROMPT, SPEC, BASE, logits_hook=stop, text_script=script))
         written = [e.token_id for e in events if isinstance(e, TextToken)]
-        assert written == script + [SPEC.im_end_id]
-        assert [(s.kind, len(s.codes)) for s in spans(events)] == [("chunk", CHUNK), ("tail", 10)]
+        assert written == [5, 6, 7, *chunk, 8, 9, 10, 11, SPEC.begin_audio_tail_id, SPEC.im_end_id]
+        assert [(s.kind, len(s.codes)) for s in spans(events)] == [("chunk", CHUNK)] * opens_chunk + [("tail", 10)]
         free = list(decode(model, PROMPT, SPEC, BASE, logits_hook=HOOK))
         assert [e.token_id for e in free if isinstance(e, TextToken)][:3] != text[:3]
 

@@ -23,6 +23,15 @@ def test_word_recall_counts_the_reference_words_heard_and_ignores_insertions() -
     assert m.word_recall(["There are 25."], ["there are twenty-five"]) == 1.0, "the same normaliser as the WER"
 
 
+def test_length_ratio_is_total_time_over_total_reference_time() -> None:
+    assert m.length_ratio([3.0, 1.0], [1.0, 1.0]) == 2.0, "totals, so one long clip counts by its length"
+    assert m.length_ratio([0.0, 0.0], [2.0, 1.0]) == 0.0
+    with pytest.raises(ValueError, match="2 references but 1 durations"):
+        m.length_ratio([1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="no duration"):
+        m.length_ratio([1.0], [0.0])
+
+
 def test_answer_matching_is_on_whole_normalised_words() -> None:
     assert m.contains_answer("Australia uses the Euro.", "euro")
     assert not m.contains_answer("It is in Europe.", "Euro"), "a word inside another word is no match"

@@ -21,6 +21,7 @@ from stages.evaluate import (
     HEADLINES,
     EvaluateParams,
     Headline,
+    TtsDurations,
     run_evaluate,
     score_asr,
     score_caption,
@@ -100,6 +101,12 @@ def test_tts_judge_wer_ceilings_and_baselines() -> None:
                        random_codes=["", ""], judged_forced=["red red red red red red", "two"])
     assert forced["judge_word_recall_text_forced"] == pytest.approx(2 / 5)
     assert forced["judge_wer_text_forced"] == pytest.approx(6 / 5), "3 insertions, 2 substitutions, 1 deletion"
+    assert "speech_length_ratio" not in forced, "no durations, no length ratio"
+    timed = score_tts(items, texts=["", ""], judged=["", ""], ceiling=["", ""], source=["", ""],
+                      random_codes=["", ""], durations=TtsDurations(speech=[4.0, 2.0], forced=[], reference=[2.0, 1.0]))
+    assert timed["speech_length_ratio"] == 2.0 and "speech_length_ratio_text_forced" not in timed
+    both = TtsDurations(speech=[1.0, 2.0], forced=[3.0, 3.0], reference=[2.0, 2.0]).ratios()
+    assert both == {"speech_length_ratio": 0.75, "speech_length_ratio_text_forced": 1.5}
 
 
 def test_speed_figures() -> None:
@@ -250,6 +257,11 @@ def test_run_writes_metrics_records_and_audio(built: corpus.Built, tmp_path: Pat
             assert "wav" not in r and "judge" not in r
     tts = [r for r in records if r["task"] == "tts"]
     assert all((tmp_path / "eval" / r["ceiling_wav"]).is_file() for r in tts)
+    reference_s = [sf.info(str(tmp_path / "eval" / r["ceiling_wav"])).duration for r in tts]
+    assert [r["reference_s"] for r in tts] == pytest.approx(reference_s, abs=1e-3)
+    model_s = len(tts) * N_CODES * per_code / 16000
+    assert metrics["tts"]["speech_length_ratio"] == pytest.approx(model_s / sum(reference_s), abs=1e-3)
+    assert metrics["tts"]["speech_length_ratio_text_forced"] == metrics["tts"]["speech_length_ratio"]
     # text-forced TTS: the reference sentence was written verbatim, then the model spoke
     assert all(r["forced_judge"] == "it is paris" and (tmp_path / "eval" / r["forced_wav"]).is_file() for r in tts)
     assert metrics["tts"]["judge_wer_text_forced"] == round(
