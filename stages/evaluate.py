@@ -232,13 +232,17 @@ def score_caption(items: Sequence[EvalItem], texts: Sequence[str], train: Sequen
             "baseline_best_constant_token_f1": m.mean_token_f1([best] * len(refs), refs)}
 
 
+def _seconds(pcm: np.ndarray | None) -> float:
+    return 0.0 if pcm is None else pcm.size / SAMPLE_RATE
+
+
 def score_speed(answers: Sequence[Answer]) -> dict[str, float]:
     """Latency and throughput over the answers that spoke (an answer without audio has no first audio)."""
     spoken = [a for a in answers if a.pcm is not None and a.pcm.size]
     out: dict[str, float] = {"answers": len(answers), "answers_with_audio": len(spoken)}
     if spoken:
         model_s = sum(a.total_s - a.decode_s for a in spoken)
-        audio_s = sum(a.pcm.size for a in spoken) / SAMPLE_RATE  # type: ignore[union-attr]
+        audio_s = sum(_seconds(a.pcm) for a in spoken)
         out.update(time_to_first_audio_s=statistics.median(a.first_audio_s for a in spoken),  # type: ignore[type-var]
                    audio_tokens_per_s=sum(a.codes.size for a in spoken) / model_s,
                    real_time_factor=sum(a.total_s for a in spoken) / audio_s, audio_seconds=audio_s)
@@ -285,7 +289,7 @@ def _generate(run: _Run, assets: Assets, params: EvaluateParams, layout: PackPar
             if speak:
                 assert ans.pcm is not None
                 record.update(wav=_save_wav(ans.pcm, out_dir, task, item.sample_id),
-                              audio_s=round(ans.pcm.size / SAMPLE_RATE, 3), decode_s=round(ans.decode_s, 4),
+                              audio_s=round(_seconds(ans.pcm), 3), decode_s=round(ans.decode_s, 4),
                               first_audio_s=None if ans.first_audio_s is None else round(ans.first_audio_s, 4))
             if task == "tts" and scriptable:
                 script = assistant_text_script(assets.tokenizer.encode(item.reference, add_special_tokens=False),
@@ -315,10 +319,6 @@ def _tts_references(items: Sequence[EvalItem], assets: Assets, audio_dir: str | 
         random.append(np.asarray(assets.codec.decode(rng.integers(0, assets.spec.audio_size, codes.size))))
         _save_wav(roundtrip[-1], out_dir, "tts_reference", item.sample_id)
     return original, roundtrip, random
-
-
-def _seconds(pcm: np.ndarray | None) -> float:
-    return 0.0 if pcm is None else pcm.size / SAMPLE_RATE
 
 
 def _score(run: _Run, assets: Assets, judge: Transcriber, validated_dir: str | Path, audio_dir: str | Path,

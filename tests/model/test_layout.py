@@ -27,15 +27,15 @@ def ar_decisions(layout: list[int]) -> list[int]:
 
 def resolve(script: list[int], chunks: int) -> list[int]:
     """The decisions a sampler takes from `script` when it opens the first `chunks` chunk spans it may open."""
-    out, opened = [], 0
+    out, opened, wrote_on = [], 0, False
     for token in script:
         if token != OPEN_CHUNK_OR_CONTINUE:
             out.append(token)
-        elif opened < chunks:
+        elif opened < chunks and not wrote_on:
             out.append(SPEC.begin_audio_id)
             opened += 1
         else:
-            opened = len(script)  # text chosen once: the layout opens no later chunk
+            wrote_on = True  # text chosen once: the layout opens no later chunk
     return out
 
 
