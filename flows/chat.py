@@ -350,7 +350,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--max-audio-len", type=int, default=750, help="most codes in the tail span")
-    parser.add_argument("--block-len", type=int, default=32, help="masks per tail-span block")
+    parser.add_argument("--block-len", type=int, default=None,
+                        help="masks per tail-span block (default: the chunk length; with one chunk span per block "
+                             "the speech ends near its natural length, with 32 it ran 1.56x as long)")
     parser.add_argument("--chunk-len", type=int, default=None,
                         help="codes per interleaved chunk span (default: pack.audio_chunk of --params, the layout "
                              "the checkpoint was trained on)")
@@ -381,13 +383,13 @@ def layout_chunk_len(params_path: str) -> int:
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     from model.sampler import SamplerConfig
 
+    chunk_len = args.chunk_len or layout_chunk_len(args.params)
     try:
         return SamplerConfig(max_new_tokens=args.max_new_tokens, text_temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, audio_temperature=args.audio_temperature,
-                             chunk_len=args.chunk_len or layout_chunk_len(args.params),
-                             block_len=args.block_len, steps_per_block=args.steps, strategy=args.strategy,
-                             threshold=args.threshold, cfg_scale=args.cfg_scale, max_audio_len=args.max_audio_len,
-                             seed=args.seed)
+                             top_p=args.top_p, audio_temperature=args.audio_temperature, chunk_len=chunk_len,
+                             block_len=chunk_len if args.block_len is None else args.block_len,
+                             steps_per_block=args.steps, strategy=args.strategy, threshold=args.threshold,
+                             cfg_scale=args.cfg_scale, max_audio_len=args.max_audio_len, seed=args.seed)
     except ValueError as exc:
         raise ChatError(str(exc)) from exc
 

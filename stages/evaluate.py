@@ -75,7 +75,8 @@ class EvaluateParams:
     max_audio_len: int = 200
     """Most codes in a tail span (8 s at 25 Hz)."""
     block_len: int = 32
-    """Masks per tail-span block (`model.sampler.SamplerConfig.block_len`)."""
+    """Masks per tail-span block (`model.sampler.SamplerConfig.block_len`). The model ends a span at a block's last
+    position, so blocks of one chunk span (`pack.audio_chunk`) end the speech near its natural length."""
     steps_per_block: int = 8
     """Denoising steps per block."""
     strategy: Literal["low_confidence", "threshold"] = "low_confidence"

@@ -110,7 +110,7 @@ def test_text_in_text_and_wav_out(dirs: tuple[Path, Path], tmp_path: Path, capsy
     assert info.samplerate == SR and info.channels == 1
 
 
-def test_chunk_len_follows_the_params_layout_unless_given(tmp_path: Path) -> None:
+def test_chunk_and_block_len_follow_the_params_layout_unless_given(tmp_path: Path) -> None:
     import argparse
 
     from flows.chat import add_arguments, sampler_config
@@ -120,12 +120,14 @@ def test_chunk_len_follows_the_params_layout_unless_given(tmp_path: Path) -> Non
     params = tmp_path / "params.yaml"
     params.write_text("pack:\n  text_chunk: 3\n  audio_chunk: 24\n")
 
-    def chunk_len(*args: str) -> int:
-        return sampler_config(parser.parse_args(["--text", "hi", *args])).chunk_len
+    def lengths(*args: str) -> tuple[int, int]:
+        config = sampler_config(parser.parse_args(["--text", "hi", *args]))
+        return config.chunk_len, config.block_len
 
-    assert chunk_len("--params", str(params)) == 24
-    assert chunk_len("--params", str(params), "--chunk-len", "7") == 7
-    assert chunk_len("--params", str(tmp_path / "none.yaml")) == 26
+    assert lengths("--params", str(params)) == (24, 24)
+    assert lengths("--params", str(params), "--chunk-len", "7") == (7, 7)
+    assert lengths("--params", str(params), "--block-len", "32") == (24, 32)
+    assert lengths("--params", str(tmp_path / "none.yaml")) == (26, 26)
 
 
 def test_wav_in_is_converted_to_16k_mono(dirs: tuple[Path, Path], tmp_path: Path,
