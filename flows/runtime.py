@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,12 +35,10 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def git_sha() -> str:
-    """The current commit (short), or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The current commit (short), `+changes` when code differs from it, or 'unknown' outside a git checkout."""
+    from stages.git_state import describe
+
+    return describe()
 
 
 def run_tags(stage: str, profile: str) -> list[str]:

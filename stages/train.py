@@ -62,6 +62,7 @@ from model.objective import ObjectiveConfig
 from model.vocab import TokenSpec
 from stages import train_checkpoint as ckpt
 from stages.dataset import FIELDS, PackedLoader, PackedRows
+from stages.git_state import git_state
 from stages.train_backend import (Backend, DeepSpeedBackend, TorchBackend, cpu_has_native_bf16, deepspeed_available,
                                   deepspeed_config, distributed_env, make_optimizer)
 from stages.train_metrics import MetricsLog, ProgressBar
@@ -493,7 +494,7 @@ class TrainRecipe:
             return
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "loader": self.loader.state_dict(),
                  "metrics": self.last_metrics,
-                 "world_size": self.world_size, "git": ckpt.git_commit(), "fingerprint": self.fingerprint,
+                 "world_size": self.world_size, "git": git_state(), "fingerprint": self.fingerprint,
                  "noise_seed": {"seed": self.seed, "train_stream": TRAIN_STREAM, "val_stream": VAL_STREAM,
                                 "keys": "(seed, stream, step, micro_batch, rank)"},
                  "config": {"train": dataclasses.asdict(self.params), "seed": self.seed, "backend": self.backend_name,

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -135,17 +134,3 @@ def fingerprint(obj: Any) -> str:
     """sha256 of a JSON-able object (key order ignored): equal configs and data give equal fingerprints."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
-
-def git_commit() -> dict[str, Any]:
-    """The full commit the code ran at and whether the tree had uncommitted changes ('unknown' outside git)."""
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if sha else False
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", False
-    return {"sha": sha or "unknown", "dirty": dirty}
