@@ -27,6 +27,7 @@ from typing import Literal
 from flows import runtime
 from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
+from stages.git_state import describe
 
 PARAMS = "params.yaml"  # dvc.yaml's stages read this file; `profile` rewrites it like `ttt profile NAME`
 VALIDATED = Path("data/validated")
@@ -171,7 +172,7 @@ def pipeline(target: str = "", force: bool = False, profile: Literal["tiny", "gp
     if not _has_revision(baseline):  # fail before the repro, not after it
         raise ValueError(f"baseline {baseline!r} is not a git revision of {Path.cwd()}")
     label = f"dvc repro{' --force' if force else ''}{f' {target}' if target else ''}"
-    settings = [("command", f"`{label}`"), ("profile", _apply_profile(profile)), ("git", runtime.git_sha())]
+    settings = [("command", f"`{label}`"), ("profile", _apply_profile(profile)), ("git", describe())]
     try:
         done = run_repro(target, force)
         pushed = run_push() if push else "skipped: push is off"

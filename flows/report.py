@@ -18,6 +18,7 @@ from prefect import flow
 
 from stages.base import load_base
 from stages.config import load_section
+from stages.git_state import describe
 from stages.report import ReportInputs, ReportParams, run_report
 
 
@@ -25,7 +26,7 @@ from stages.report import ReportInputs, ReportParams, run_report
 def report_flow(params_path: str, inputs: ReportInputs, out: str, plots: str, samples: str) -> str:
     """Write the versioned report and publish it as the run's Markdown artifact."""
     params = load_section(params_path, "report", ReportParams)
-    version = f"code at commit `{runtime.git_sha()}`, profile `{load_base(params_path).profile}`"
+    version = f"code at commit `{describe()}`, profile `{load_base(params_path).profile}`"
     path = run_report(params, inputs, out, plots, samples, version)
     runtime.publish("report", "report", path.read_text())
     return str(path)

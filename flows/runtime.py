@@ -35,10 +35,10 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def git_sha() -> str:
-    """The current commit (short), `+changes` when code differs from it, or 'unknown' outside a git checkout."""
-    from stages.git_state import describe
+    """The current commit (short), or 'unknown' outside a git checkout: the tag that groups a commit's runs."""
+    from stages.git_state import git_state
 
-    return describe()
+    return str(git_state()["sha"])[:7]
 
 
 def run_tags(stage: str, profile: str) -> list[str]:

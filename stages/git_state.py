@@ -1,4 +1,8 @@
-"""Which commit the code runs at, and whether the code differs from it: provenance for checkpoints and reports.
+"""Which commit a run belongs to, and whether the checkout differs from it: provenance for checkpoints and reports.
+
+The checkout is the working directory's (DVC runs every stage from the project root): the project's params, data
+pointers and, in this repository, the code. A DVC project elsewhere that imports this package records its own
+commit.
 
 Why pipeline outputs are ignored: during `dvc repro` every stage rewrites `dvc.lock` and the committed outputs under
 `reports/` before the next stage starts, so a plain `git status` calls every run of a clean checkout "dirty". Only
@@ -10,14 +14,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-#: The project root (this file is `<root>/stages/git_state.py`).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: Tracked paths the pipeline itself rewrites (relative to the root): never counted as uncommitted changes.
+#: Tracked paths the pipeline itself rewrites (relative to the checkout's top): never counted as uncommitted changes.
 PIPELINE_OUTPUTS = ("dvc.lock", "reports")
 
 
-def git_state(root: Path = PROJECT_ROOT) -> dict[str, str | bool]:
-    """`{"sha": full commit or "unknown", "dirty": tracked non-output files differ from it}`."""
+def git_state(root: Path | None = None) -> dict[str, str | bool]:
+    """`{"sha": full commit or "unknown", "dirty": tracked non-output files differ from it}` of the checkout holding
+    `root` (default: the working directory)."""
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -31,7 +34,7 @@ def git_state(root: Path = PROJECT_ROOT) -> dict[str, str | bool]:
     return {"sha": sha or "unknown", "dirty": dirty}
 
 
-def describe(root: Path = PROJECT_ROOT) -> str:
+def describe(root: Path | None = None) -> str:
     """Short commit for humans, `+changes` when the code differs from it, e.g. `4946dfe+changes`; or 'unknown'."""
     state = git_state(root)
     if state["sha"] == "unknown":
