@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from stages.git_state import git_state
+
 _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # ephemeral start-up takes 12-27 s on 2 cores
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -36,8 +38,6 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 def git_sha() -> str:
     """The current commit (short), or 'unknown' outside a git checkout: the tag that groups a commit's runs."""
-    from stages.git_state import git_state
-
     return str(git_state()["sha"])[:7]
 
 
