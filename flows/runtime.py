@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.git_state import git_state
+from stages.git_state import git_state, short_sha
 
 _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # ephemeral start-up takes 12-27 s on 2 cores
@@ -38,7 +38,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 def git_sha() -> str:
     """The current commit (short), or 'unknown' outside a git checkout: the tag that groups a commit's runs."""
-    return str(git_state()["sha"])[:7]
+    return short_sha(git_state()["sha"])
 
 
 def run_tags(stage: str, profile: str) -> list[str]:

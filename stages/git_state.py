@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 #: Tracked paths the pipeline itself rewrites (relative to the checkout's top): never counted as uncommitted changes.
 PIPELINE_OUTPUTS = ("dvc.lock", "reports")
+#: The commit recorded outside a git checkout.
+UNKNOWN = "unknown"
 
 
-def git_state(root: Path | None = None) -> dict[str, str | bool]:
-    """`{"sha": full commit or "unknown", "dirty": tracked non-output files differ from it}` of the checkout holding
-    `root` (default: the working directory)."""
+class GitState(TypedDict):
+    """JSON-ready provenance (stored in `trainer_state.json`)."""
+
+    sha: str
+    """Full commit, or `UNKNOWN`."""
+    dirty: bool
+    """Tracked files other than the pipeline's outputs differ from the commit."""
+
+
+def git_state(root: Path | None = None) -> GitState:
+    """Provenance of the checkout holding `root` (default: the working directory)."""
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -31,12 +42,15 @@ def git_state(root: Path | None = None) -> dict[str, str | bool]:
         dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excludes)) if sha else False
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", False
-    return {"sha": sha or "unknown", "dirty": dirty}
+    return {"sha": sha or UNKNOWN, "dirty": dirty}
+
+
+def short_sha(sha: str) -> str:
+    """The 7-character form people and run tags use; `UNKNOWN` stays as it is."""
+    return sha if sha == UNKNOWN else sha[:7]
 
 
 def describe(root: Path | None = None) -> str:
-    """Short commit for humans, `+changes` when the code differs from it, e.g. `4946dfe+changes`; or 'unknown'."""
+    """Short commit for humans, `+changes` when the checkout differs from it, e.g. `4946dfe+changes`."""
     state = git_state(root)
-    if state["sha"] == "unknown":
-        return "unknown"
-    return str(state["sha"])[:7] + ("+changes" if state["dirty"] else "")
+    return short_sha(state["sha"]) + ("+changes" if state["dirty"] else "")
