@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,3 +108,15 @@ def load_section(params_path: str | Path, section: str, cls: type[T]) -> T:
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{params_path}: section '{section}' must be a mapping")
     return from_mapping(cls, raw, f"{params_path}:{section}")
+
+
+def with_overrides(section: T, assignments: Sequence[str], where: str) -> T:
+    """`section` with command-line `KEY=VALUE` assignments applied (each value read as YAML: `steps=4800`,
+    `lr=1e-3`, `model=gpu`), checked exactly like the params file, so a one-off run needs no edited params.yaml."""
+    changes = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"{where}: override {assignment!r} is not KEY=VALUE")
+        changes[key] = yaml.safe_load(raw)
+    return from_mapping(type(section), {**dataclasses.asdict(section), **changes}, where)  # type: ignore[call-overload]

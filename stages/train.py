@@ -5,6 +5,8 @@
         --out models/ttt --metrics reports/train                       # the DVC stage: a Prefect flow, one process
     python -m stages.train --params params.yaml --shards data/shards --tokenizer models/tokenizers \\
         --out models/ttt --metrics reports/train                       # the same recipe without Prefect
+    python -m stages.train --set steps=4800 --set model=gpu --seed 99 --out /tmp/run --metrics /tmp/run/metrics
+                                                                       # a one-off variant, params.yaml untouched
     deepspeed --num_gpus 8 --module stages.train --params params.yaml --shards data/shards \\
         --tokenizer models/tokenizers --out models/ttt --metrics reports/train                  # 8 GPUs, one node
     deepspeed --hostfile hostfile --num_nodes 2 --num_gpus 8 --master_addr node0 --module stages.train \\
@@ -36,7 +38,8 @@ Logged metrics (train/* every step, val/* at each validation), for every objecti
 `loss` (the objective being optimised, mean over micro-batches), `text_loss` / `audio_loss` (that objective's loss
 on text-class / audio-class targets: for `ttt` exactly its AR and diffusion parts; for `ar` the next-token loss on
 each modality; for `nar` the diffusion loss restricted to each modality), `lr`, `grad_norm` (before clipping),
-`tokens_per_s` (non-padding tokens of the global batch per second of step time) and `tokens` (seen so far).
+`tokens_per_s` (non-padding tokens of the global batch per second of step time), `tokens` (seen so far)
+and, on CUDA, `peak_mem_gb` (the most GPU memory this rank has allocated).
 At the last step also `tokens_per_s_median`, the median of `tokens_per_s` over the steps this process ran: the
 steady throughput figure (a single step's value swings by ±30 % on a shared CPU).
 """
@@ -376,7 +379,6 @@ class TrainRecipe:
 
         from model.audio_embeddings import init_audio_embeddings
         from model.modeling import TttForCausalLM, build_model, load_qwen2_backbone  # transformers: seconds
-        from stages.tokenizers import codec_code_vectors
 
         hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise; ours is enough
         p = self.params
@@ -388,6 +390,8 @@ class TrainRecipe:
         else:
             model = build_model(p.model, self.spec, self.objective, attn_implementation=self.attn, seed=self.seed)
         if p.audio_embedding_init == "codec":
+            from stages.tokenizers import codec_code_vectors  # the codec stack (polars, soundfile): only when used
+
             init_audio_embeddings(model, self.spec, codec_code_vectors(self.tokenizer_dir), self.seed)
         return model
 
@@ -469,6 +473,8 @@ class TrainRecipe:
                 values = {**sums.all_reduce(self.backend).means("train"), "train/lr": lr,
                           "train/grad_norm": grad_norm, "train/tokens_per_s": tokens / seconds,
                           "train/tokens": float(self.tokens_seen)}
+                if self.backend.device.type == "cuda":
+                    values["train/peak_mem_gb"] = torch.cuda.max_memory_allocated(self.backend.device) / 2**30
                 rates.append(values["train/tokens_per_s"])
                 if self.step == p.steps:
                     values["train/tokens_per_s_median"] = statistics.median(rates)
@@ -532,7 +538,7 @@ def run_train(params: TrainParams, seed: int, shards_dir: str | Path, tokenizer_
 def main(argv: list[str] | None = None) -> None:
     """`python -m stages.train …` / `deepspeed --module stages.train …`: the recipe without Prefect."""
     from stages.base import load_base
-    from stages.config import load_section
+    from stages.config import load_section, with_overrides
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -540,12 +546,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", default="models/tokenizers", help="tokenizers output (text/token_spec.json)")
     parser.add_argument("--out", default="models/ttt", help="model, trainer state and checkpoints")
     parser.add_argument("--metrics", default="reports/train", help="dvclive metrics and plots")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a train param (value read as YAML; repeatable), e.g. --set steps=4800")
+    parser.add_argument("--seed", type=int, default=None, help="override base.seed for this run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher (LOCAL_RANK wins)")
     args = parser.parse_args(argv)
-    params = load_section(args.params, "train", TrainParams)
-    run_train(params, load_base(args.params).seed, args.shards, args.tokenizer, args.out, args.metrics,
-              progress=not args.no_progress)
+    params = with_overrides(load_section(args.params, "train", TrainParams), args.overrides,
+                            f"{args.params}:train --set")
+    seed = load_base(args.params).seed if args.seed is None else args.seed
+    run_train(params, seed, args.shards, args.tokenizer, args.out, args.metrics, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

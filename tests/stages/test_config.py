@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from stages.config import ParamsError, load_section
+from stages.config import ParamsError, load_section, with_overrides
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,21 @@ def test_rejects_bad_params_naming_the_key(tmp_path, body, fragment):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_section(tmp_path / "nope.yaml", "demo", Demo)
+
+
+def test_overrides_are_read_as_yaml_and_checked_like_the_file():
+    assert with_overrides(Demo(), ["n=4", "mode=b", "voices=[c]", "inner={rate: 2}"], "cli") == \
+        Demo(n=4, mode="b", voices=("c",), inner=Inner(rate=2.0))
+    assert with_overrides(Demo(n=2), [], "cli") == Demo(n=2)
+
+
+@pytest.mark.parametrize("assignment, fragment", [
+    ("nn=3", "cli: unknown key(s) ['nn']"),
+    ("n=x", "cli.n: expected an integer"),
+    ("n=-1", "n must be >= 0"),
+    ("n", "override 'n' is not KEY=VALUE"),
+])
+def test_bad_overrides_name_the_key(assignment, fragment):
+    with pytest.raises(ParamsError) as exc:
+        with_overrides(Demo(), [assignment], "cli")
+    assert fragment in str(exc.value)

@@ -273,6 +273,25 @@ def test_the_exported_model_loads_with_transformers(tmp_path):
     assert metrics[-1]["val/loss"] == pytest.approx(summary["val"]["loss"])
 
 
+def test_the_command_line_overrides_train_params_and_seed_without_editing_the_params_file(tmp_path):
+    import yaml
+
+    from stages.train import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"seed": 1}, "train": golden.GOLDEN_PARAMS}))
+    paths = ["--params", str(params), "--shards", str(golden.SHARDS), "--tokenizer", str(golden.TOKENIZERS),
+             "--no-progress"]
+    main([*paths, "--out", str(tmp_path / "model"), "--metrics", str(tmp_path / "metrics"), "--set", "steps=2",
+          "--set", "eval_every=2", "--seed", str(golden.GOLDEN_SEED)])
+    state = json.loads((tmp_path / "model" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["config"]["train"]["steps"] == 2
+    assert state["config"]["seed"] == golden.GOLDEN_SEED + 7  # the CLI seed, plus train's SEED_OFFSET
+    assert yaml.safe_load(params.read_text())["train"] == golden.GOLDEN_PARAMS
+    with pytest.raises(ParamsError, match=r"--set: unknown key\(s\) \['stepz'\]"):
+        main([*paths, "--out", str(tmp_path / "bad"), "--metrics", str(tmp_path / "bad_metrics"), "--set", "stepz=2"])
+
+
 def test_the_last_step_logs_the_median_throughput_of_the_run(tmp_path):
     curves = run_mini(tmp_path, steps=3, eval_every=3)
     steps = [row for row in curves if "train/tokens_per_s" in row]
