@@ -13,7 +13,8 @@
 # 4. side by side until the budget is spent: the gpu-preset model trained by the train stage on the tiny shards,
 #    stopped by its time limit (loss curve, tokens/s, peak memory: OUT/runs/gpu_preset/metrics), and the tiny recipe
 #    at seeds 1234 and 99 with as many steps as the probe's speed says fit (x3 for the shared GPU, validation and
-#    checkpoints; 4 trainers on one H200 ran ~2x slower each than alone), exported to OUT/runs/tiny_<steps>_s<seed>/
+#    checkpoints: with 4 trainers on one H200 each took ~118 ms a step all told, its logged step time ~55 ms),
+#    exported to OUT/runs/tiny_<steps>_s<seed>/
 #    for `python -m flows.evaluate --checkpoint …` on any machine. A run stopped early keeps its last checkpoint.
 #
 # Needs python3 with torch, transformers and pytest, plus deepspeed and dvclive (`pip install -e .[gpu]`), and the
