@@ -74,9 +74,10 @@ class EvaluateParams:
     """An answer may take this many times the reference answer's tokens (plus 8), then decoding stops."""
     max_audio_len: int = 200
     """Most codes in a tail span (8 s at 25 Hz)."""
-    block_len: int = 32
-    """Masks per tail-span block (`model.sampler.SamplerConfig.block_len`). The model ends a span at a block's last
-    position, so blocks of one chunk span (`pack.audio_chunk`) end the speech near its natural length."""
+    block_len: int = 0
+    """Masks per tail-span block (`model.sampler.SamplerConfig.block_len`); 0: one chunk span (`pack.audio_chunk`),
+    as `ttt chat` does. The model ends a span at a block's last position, so blocks of one chunk span end the speech
+    near its natural length (32-mask blocks with 12-code chunks: 1.56x as long, and whisper hallucinates over it)."""
     steps_per_block: int = 8
     """Denoising steps per block."""
     strategy: Literal["low_confidence", "threshold"] = "low_confidence"
@@ -94,13 +95,13 @@ class EvaluateParams:
         unknown = sorted(set(self.tasks) - set(EVAL_TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of {list(EVAL_TASKS)}; unknown: {unknown}")
-        if self.max_items < 1 or self.length_factor <= 0 or self.decode_context < 0:
-            raise ValueError("need max_items >= 1, length_factor > 0 and decode_context >= 0")
+        if self.max_items < 1 or self.length_factor <= 0 or self.decode_context < 0 or self.block_len < 0:
+            raise ValueError("need max_items >= 1, length_factor > 0, decode_context >= 0 and block_len >= 0")
         self.sampler_config(26, 1, 0)  # the sampler's own checks, at load time
 
     def sampler_config(self, chunk_len: int, max_new_tokens: int, seed: int) -> SamplerConfig:
         """Greedy decoding with this section's audio knobs; `chunk_len` is the layout's `pack.audio_chunk`."""
-        return SamplerConfig(max_new_tokens=max_new_tokens, chunk_len=chunk_len, block_len=self.block_len,
+        return SamplerConfig(max_new_tokens=max_new_tokens, chunk_len=chunk_len, block_len=self.block_len or chunk_len,
                              steps_per_block=self.steps_per_block, strategy=self.strategy, threshold=self.threshold,
                              cfg_scale=self.cfg_scale, max_audio_len=self.max_audio_len, seed=seed)
 

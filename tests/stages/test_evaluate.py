@@ -148,7 +148,15 @@ def test_params_are_checked() -> None:
         EvaluateParams(max_items=0)
     with pytest.raises(ValueError):
         EvaluateParams(steps_per_block=0)
+    with pytest.raises(ValueError, match="block_len >= 0"):
+        EvaluateParams(block_len=-1)
     assert EvaluateParams().sampler_config(13, 50, 7).chunk_len == 13
+
+
+def test_tail_blocks_are_one_chunk_span_unless_set() -> None:
+    assert EvaluateParams().sampler_config(12, 50, 7).block_len == 12  # follows pack.audio_chunk
+    assert EvaluateParams().sampler_config(26, 50, 7).block_len == 26
+    assert EvaluateParams(block_len=32).sampler_config(12, 50, 7).block_len == 32
 
 
 # --- test items from the packed shards ---------------------------------------------------------------------------
