@@ -8,7 +8,8 @@
 # 1. tests/model on CUDA: FlexAttention forward + backward against dense SDPA for every mask kind;
 # 2. the train stage on CUDA (DeepSpeed ZeRO-2, FlexAttention, bf16): a 200-step probe of the tiny recipe;
 # 3. benchmarks at the gpu preset (the Qwen2.5-0.5B shape, bf16): attention.py and train_throughput.py (packed
-#    FlexAttention rows vs one padded row per document: tokens/s, MFU, peak memory), inference.py (block diffusion
+#    FlexAttention rows vs one padded row per document: tokens/s, MFU, peak memory, and where each path's time goes:
+#    OUT/profile/<path>.txt), inference.py (block diffusion
 #    with the KV cache vs full recompute vs AR; `--codec none`: GPU images lack librosa);
 # 4. side by side until the budget is spent: the gpu-preset model trained by the train stage on the tiny shards,
 #    stopped by its time limit (loss curve, tokens/s, peak memory: OUT/runs/gpu_preset/metrics), and the tiny recipe
@@ -63,7 +64,7 @@ step probe_tiny 150 train probe 1234 steps=200 eval_every=100 checkpoint_every=2
 step attention 150 "$py" benchmarks/attention.py --device "$device" --preset "$preset" --seq-len 4096 --batch 4 \
   --out "$out/attention.json"
 step train_throughput 150 "$py" -m benchmarks.train_throughput --device "$device" --preset "$preset" --seq-len 2048 \
-  --batch 8 --precision bf16 --steps 5 --warmup 2 --out "$out/train_throughput.json"
+  --batch 8 --precision bf16 --steps 5 --warmup 2 --out "$out/train_throughput.json" --profile-dir "$out/profile"
 step inference 150 "$py" benchmarks/inference.py --device "$device" --models "$preset" --steps 32 8 --repeats 2 \
   --codec none --out "$out/inference.json"
 

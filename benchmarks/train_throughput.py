@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,24 @@ def load_rows(args: argparse.Namespace) -> tuple[TokenSpec, tuple[torch.Tensor, 
                                      max_text=60, max_audio=200)
 
 
+def write_profile(out: Path, step: Callable[[], object], sync: Callable[[], None], device: torch.device) -> None:
+    """The top operators of two more steps under `torch.profiler`, by self time on the device, as a text table.
+
+    Why: a throughput figure says *that* a path is slow; this says where its time goes (on CUDA: kernels, with the
+    FlexAttention block-mask build and the flex kernels under their own names), for the next session with a GPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            step()
+        sync()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70))
+
+
 def run_path(args: argparse.Namespace, spec: TokenSpec, batch: TrainBatch, path: str) -> dict[str, Any]:
     device = torch.device(args.device)
     attn = "flex_attention" if path == "packed" and device.type == "cuda" else "sdpa"
@@ -99,6 +118,9 @@ def run_path(args: argparse.Namespace, spec: TokenSpec, batch: TrainBatch, path:
         train_step(backend, [batch], spec, 1.0)
     sync()
     seconds = (time.perf_counter() - start) / args.steps
+    if args.profile_dir:
+        write_profile(args.profile_dir / f"{path}.txt", lambda: train_step(backend, [batch], spec, 1.0), sync,
+                      device)
     useful = int((batch.doc_ids >= 0).sum())
     flops = train_flops(model.config, doc_lengths(batch))
     peak = next((v for k, v in PEAK_BF16.items() if k in torch.cuda.get_device_name()), None) \
@@ -122,6 +144,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per path")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per path (compilation, allocator)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile-dir", type=Path, default=None,
+                    help="also profile two steps of each path and write <dir>/<path>.txt (top operators)")
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks/train_throughput.json"))
     args = ap.parse_args()
 
