@@ -14,7 +14,8 @@ Objective `ttt` (DESIGN §1), in this order:
 3. Eligible tokens: assistant-side audio-class tokens (audio codes and end markers) — never prompt audio, never
    padding. PPM, per document with probability `p_prefix`: pick one of its eligible audio spans uniformly and keep
    every eligible token before that span clean; those tokens then count as context, not as eligible.
-4. Noise, per document: `t ~ U(0,1)`, `p = (1-eps) t + eps`; each eligible token becomes `<|mask|>` with probability p.
+4. Noise, per document: `t ~ U(t_min, 1)` (`t_min` 0 by default: DESIGN's `U(0,1)`), `p = (1-eps) t + eps`; each
+   eligible token becomes `<|mask|>` with probability p.
 AR targets are the text-class tokens of assistant turns (begin-of-audio markers and `<|im_end|>` included; an audio
 token is never an AR target, even when the previous token is text).
 
@@ -160,6 +161,7 @@ def prepare_batch(input_ids: torch.Tensor, doc_ids: torch.Tensor, role: torch.Te
     clean_draw = float(torch.rand((), **g))
     sst_coin, sst_frac, ppm_coin, ppm_pick, t_BD = (torch.rand(B, D, **g).to(labels.device) for _ in range(5))
     u_BL = torch.rand(B, L, **g).to(labels.device)
+    t_BD = cfg.t_min + (1.0 - cfg.t_min) * t_BD  # t ~ U(t_min, 1); t_min = 0 leaves the draw as it is
 
     assistant = (role == ROLE_ASSISTANT) & (doc_ids >= 0)
     none = torch.zeros_like(assistant)

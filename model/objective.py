@@ -28,6 +28,11 @@ class ObjectiveConfig:
     """Weight of the audio (diffusion) loss: `L = L_text + lambda_audio * L_audio`."""
     eps: float = 1e-3
     """Floor of the masking probability: `p = (1 - eps) * t + eps`, so the `1/p` weight stays finite."""
+    t_min: float = 0.0
+    """Floor of the per-document noise level: `t ~ U(t_min, 1)`. 0 is DESIGN §1's uniform draw (the ELBO's). A floor
+    trains only high masking ratios: the regime in which the first denoising steps must write a span from its text,
+    which masked generative TTS trains more often than uniform (MaskGIT's cosine ratios, MaskGCT); the 1/p weight
+    still applies within each draw."""
     p_clean: float = 0.3
     """BANOM: probability that a micro-batch is left clean and trains the AR loss only."""
     p_prefix: float = 0.3
@@ -52,6 +57,8 @@ class ObjectiveConfig:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1), got {self.t_min}")
         if self.lambda_audio < 0:
             raise ValueError(f"lambda_audio must be >= 0, got {self.lambda_audio}")
         if not 0.0 < self.trunc_min_frac <= self.trunc_max_frac <= 1.0:

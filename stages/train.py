@@ -93,6 +93,8 @@ class TrainParams:
     """PPM: per-document probability of keeping the audio before a random span clean (0 switches PPM off)."""
     p_trunc: float = 0.5
     """SST: per-document probability of truncating the tail audio span (0 switches SST off)."""
+    t_min: float = 0.0
+    """Floor of the per-document noise level, `t ~ U(t_min, 1)` (`model.objective.ObjectiveConfig.t_min`)."""
     model: Literal["tiny", "gpu"] = "tiny"
     """Size preset of a freshly initialised backbone (`model.config.PRESETS`); ignored when `qwen_dir` is set."""
     qwen_dir: str = ""
@@ -154,7 +156,7 @@ class TrainParams:
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(objective=self.objective, lambda_audio=self.lambda_audio, p_clean=self.p_clean,
-                               p_prefix=self.p_prefix, p_trunc=self.p_trunc)
+                               p_prefix=self.p_prefix, p_trunc=self.p_trunc, t_min=self.t_min)
 
 
 def lr_at(step: int, p: TrainParams) -> float:

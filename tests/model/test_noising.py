@@ -79,6 +79,19 @@ def test_masking_probability_is_one_draw_per_document() -> None:
     assert torch.all(out.mask_prob[~out.eligible] == 1.0)
 
 
+def test_a_noise_floor_maps_the_same_draw_into_t_min_to_1() -> None:
+    rows = batch(rows=8, length=512)
+    uniform = prep(rows, NO_STRATEGIES)
+    floored = prep(rows, ObjectiveConfig(p_clean=0.0, p_prefix=0.0, p_trunc=0.0, t_min=0.7))
+    eps, sel = NO_STRATEGIES.eps, uniform.eligible
+    assert torch.equal(floored.eligible, sel)
+    t = (uniform.mask_prob[sel] - eps) / (1 - eps)                   # each document's t ~ U(0, 1)
+    want = (1 - eps) * (0.7 + 0.3 * t) + eps                         # the same draw, moved into U(0.7, 1)
+    torch.testing.assert_close(floored.mask_prob[sel], want)
+    assert float(floored.mask_prob[sel].min()) >= 0.7
+    assert float(floored.noised.sum()) > 1.5 * float(uniform.noised.sum())  # ~0.85 of the tokens masked, not ~0.5
+
+
 def test_same_generator_state_gives_same_batch() -> None:
     rows = batch()
     a, b, c = prep(rows, ObjectiveConfig(), 5), prep(rows, ObjectiveConfig(), 5), prep(rows, ObjectiveConfig(), 6)
